@@ -1,0 +1,126 @@
+"""The consumer's lifecycle: connect, declare the topology, consume with N messages in flight, reconnect by itself,
+and on stop: cancel the subscription, let in-flight messages finish (bounded), then close.
+
+Whatever did not finish stays unacked and RabbitMQ hands it to another consumer when the channel closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import AMQPError
+
+from .config import Settings
+from .handler import MessageHandler
+from .metrics import EmailMetrics
+from .retry import RetryPolicy
+from .topology import declare
+
+log = logging.getLogger("email_service.consumer")
+
+
+class EmailConsumer:
+    def __init__(self, settings: Settings, handler: MessageHandler, policy: RetryPolicy, metrics: EmailMetrics) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.policy = policy
+        self.metrics = metrics
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._lost = asyncio.Event()
+        self._in_flight: set[asyncio.Task] = set()
+        handler.on_channel_broken = self._lost.set
+
+    @property
+    def ready(self) -> bool:
+        return (self._consumer_tag is not None and self._channel is not None and not self._channel.is_closed
+                and self._connection is not None and not self._connection.is_closed)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until stop is set, reconnecting whenever the broker connection is lost."""
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                await self._start_consuming()
+            except (OSError, AMQPError, asyncio.TimeoutError) as exc:
+                log.warning("cannot consume, retrying", extra={"retry_in_seconds": delay, "error": repr(exc)[:300]})
+                await self._close_connection()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                delay = min(delay * 2, self.settings.reconnect_max_delay)
+                continue
+            delay = 0.2
+            log.info("consuming", extra={"queue": self.policy.queue, "prefetch": self.settings.concurrency})
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._lost.wait())]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            if stop.is_set():
+                break
+            log.warning("broker connection or channel lost, reconnecting")
+            self._mark_down()
+            await self._close_connection()
+        await self._drain_and_close()
+
+    async def _start_consuming(self) -> None:
+        self._lost.clear()
+        connection = await aio_pika.connect(self.settings.amqp_url.value, timeout=10,
+                                            client_properties={"connection_name": "email-service"})
+        self._connection = connection
+        connection.close_callbacks.add(self._on_close)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        channel.close_callbacks.add(self._on_close)
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self.settings.concurrency)
+        self._queue = await declare(channel, self.policy)
+        exchange = channel.default_exchange
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.current_task()
+            self._in_flight.add(task)
+            try:
+                await self.handler(message, exchange)
+            finally:
+                self._in_flight.discard(task)
+
+        self._consumer_tag = await self._queue.consume(on_message)
+        self.metrics.consumer_up.set(1)
+
+    def _on_close(self, *_: object) -> None:
+        self._mark_down()
+        self._lost.set()
+
+    def _mark_down(self) -> None:
+        self._consumer_tag = None
+        self.metrics.consumer_up.set(0)
+
+    async def _close_connection(self) -> None:
+        connection, self._connection, self._channel, self._queue = self._connection, None, None, None
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=5)
+
+    async def _drain_and_close(self) -> None:
+        """Stop taking messages, give in-flight ones up to the shutdown timeout, then close."""
+        queue, tag = self._queue, self._consumer_tag
+        self._mark_down()
+        if queue is not None and tag is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(queue.cancel(tag), timeout=5)
+        pending = set(self._in_flight)
+        if pending:
+            started = time.monotonic()
+            log.info("waiting for in-flight messages", extra={"in_flight": len(pending)})
+            done, still = await asyncio.wait(pending, timeout=self.settings.shutdown_timeout)
+            log.info("in-flight messages handled", extra={
+                "finished": len(done), "left_unacked": len(still), "seconds": round(time.monotonic() - started, 3)})
+            for task in still:
+                task.cancel()
+        await self._close_connection()

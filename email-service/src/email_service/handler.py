@@ -1,0 +1,150 @@
+"""What happens to one message: send the welcome email, or retry it later, or dead-letter it with the reason.
+
+The message is acked only after the SMTP server accepted the mail, or after its retry or dead-letter copy was
+confirmed by the broker. If that publish fails (the channel died) the message is left unacked: RabbitMQ
+delivers it again. Nothing here ever requeues a message directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+
+from .errors import DeadLetterReason, PermanentError, TransientError, classify
+from .events import parse_event
+from .logs import correlation_id
+from .mailer import SmtpPool
+from .metrics import EmailMetrics
+from .retry import ATTEMPT_HEADER, LAST_ERROR_HEADER, RetryPolicy, attempt_of
+from .templates import WelcomeEmail
+from .topology import DEAD_LETTER_QUEUE
+
+log = logging.getLogger("email_service.handler")
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_ERROR_LENGTH = 1000
+
+REASON_HEADER = "x-dead-letter-reason"
+ATTEMPTS_HEADER = "x-attempts"
+DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class MessageHandler:
+    def __init__(self, renderer: WelcomeEmail, pool: SmtpPool, policy: RetryPolicy, metrics: EmailMetrics,
+                 dedup=None) -> None:
+        self.renderer = renderer
+        self.pool = pool
+        self.policy = policy
+        self.metrics = metrics
+        self.dedup = dedup
+        # Called when a message could be neither acked nor moved: the consumer then recycles its channel, so
+        # RabbitMQ redelivers the message instead of it sitting unacked in this process.
+        self.on_channel_broken: Callable[[], None] = lambda: None
+
+    async def deliver(self, body: bytes) -> None:
+        """Send the mail for one message body; raise PermanentError/TransientError (or what the send raised)."""
+        if len(body) > MAX_BODY_BYTES:
+            raise PermanentError(DeadLetterReason.INVALID_EVENT, f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
+        event = parse_event(body)
+        if self.dedup is not None and await self.dedup.already_delivered(event.event_id):
+            self.metrics.messages.labels("duplicate").inc()
+            log.info("duplicate event skipped", extra={"event_id": event.event_id, "outcome": "duplicate"})
+            return
+        mail = self.renderer.render(event)
+        seconds = await self.pool.send(mail)
+        if self.dedup is not None:
+            await self.dedup.record_delivered(event.event_id)
+        self.metrics.send_seconds.observe(seconds)
+        self.metrics.end_to_end_seconds.observe(max(0.0, time.time() - event.occurred_at.timestamp()))
+        self.metrics.messages.labels("sent").inc()
+        log.info("mail sent", extra={"event_id": event.event_id, "outcome": "sent", "message_id": mail.message_id})
+
+    async def __call__(self, message: AbstractIncomingMessage, exchange: AbstractExchange) -> None:
+        headers = message.headers or {}
+        cid = headers.get("x-correlation-id") or message.correlation_id
+        token = correlation_id.set(str(cid)[:128] if cid else None)
+        attempt = attempt_of(headers)
+        self.metrics.in_progress.inc()
+        try:
+            try:
+                await self.deliver(message.body)
+            except Exception as exc:  # noqa: BLE001 - every failure is classified, none may kill the consumer
+                failure = classify(exc)
+                await self._after_failure(message, exchange, attempt, failure)
+            else:
+                await self._ack(message)
+        finally:
+            self.metrics.in_progress.dec()
+            correlation_id.reset(token)
+
+    async def _after_failure(self, message: AbstractIncomingMessage, exchange: AbstractExchange, attempt: int,
+                             failure: PermanentError | TransientError) -> None:
+        event_id = message.message_id
+        if isinstance(failure, TransientError) and self.policy.should_retry(attempt):
+            tier = self.policy.tier_for(attempt)
+            queue = self.policy.tier_queue(tier)
+            extra = {ATTEMPT_HEADER: attempt + 1, LAST_ERROR_HEADER: failure.message[:MAX_ERROR_LENGTH]}
+            if await self._republish(message, exchange, queue, extra):
+                self.metrics.messages.labels("retried").inc()
+                log.warning("delivery failed, retry scheduled", extra={
+                    "event_id": event_id, "attempt": attempt, "outcome": "retried", "retry_queue": queue,
+                    "error": failure.message[:MAX_ERROR_LENGTH]})
+            return
+        reason = failure.reason if isinstance(failure, PermanentError) else DeadLetterReason.RETRIES_EXHAUSTED
+        extra = {
+            REASON_HEADER: reason.value,
+            LAST_ERROR_HEADER: failure.message[:MAX_ERROR_LENGTH],
+            ATTEMPTS_HEADER: attempt,
+            DEAD_LETTERED_AT_HEADER: _now_rfc3339(),
+        }
+        if await self._republish(message, exchange, DEAD_LETTER_QUEUE, extra):
+            self.metrics.messages.labels("dead_lettered").inc()
+            self.metrics.dead_letters.labels(reason.value).inc()
+            log.error("message dead-lettered", extra={
+                "event_id": event_id, "attempt": attempt, "outcome": "dead_lettered", "reason": reason.value,
+                "error": failure.message[:MAX_ERROR_LENGTH]})
+
+    async def _republish(self, message: AbstractIncomingMessage, exchange: AbstractExchange, queue: str,
+                         extra_headers: dict) -> bool:
+        """Publish a copy (same body and properties, more headers) with a confirm, then ack the original."""
+        copy = aio_pika.Message(
+            body=message.body,
+            headers={**(message.headers or {}), **extra_headers},
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            correlation_id=message.correlation_id,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            type=message.type,
+            app_id=message.app_id,
+        )
+        try:
+            await exchange.publish(copy, queue, mandatory=True, timeout=30)
+        except (asyncio.TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError, OSError) as exc:
+            # Not acked: RabbitMQ redelivers the original once this channel is gone. Nothing is lost.
+            log.warning("could not move message, leaving it to redelivery",
+                        extra={"event_id": message.message_id, "target": queue, "error": repr(exc)[:200]})
+            self.on_channel_broken()
+            return False
+        return await self._ack(message)
+
+    async def _ack(self, message: AbstractIncomingMessage) -> bool:
+        try:
+            await message.ack()
+        except (aio_pika.exceptions.AMQPError, RuntimeError, OSError) as exc:
+            log.warning("ack failed, the broker will redeliver the message",
+                        extra={"event_id": message.message_id, "error": repr(exc)[:200]})
+            self.on_channel_broken()
+            return False
+        return True

@@ -1,0 +1,106 @@
+"""A small pool of reused SMTP connections (aiosmtplib).
+
+Opening a connection (and TLS, and AUTH) per mail costs more than the mail itself, so connections are kept and
+reused. A connection that failed in any way is closed and dropped, never reused; the pool opens a fresh one.
+A reused connection the server had quietly closed (idle timeout) gets one immediate second try on a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import aiosmtplib
+
+from .config import Settings
+from .metrics import EmailMetrics
+from .templates import RenderedEmail
+
+log = logging.getLogger("email_service.mailer")
+
+
+class SmtpPool:
+    def __init__(self, settings: Settings, metrics: EmailMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._size = settings.smtp_pool_size
+        self._slots = asyncio.Semaphore(self._size)
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._open = 0
+        self._in_use = 0
+        metrics.smtp_pool_size.set(self._size)
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password.value if s.smtp_password else None,
+            use_tls=s.smtp_security == "tls",
+            start_tls=s.smtp_security == "starttls",
+            validate_certs=s.smtp_tls_verify,
+            cert_bundle=s.smtp_ca_file,
+            timeout=s.smtp_timeout,
+        )
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        client = self._client()
+        await client.connect()
+        self._open += 1
+        self._metrics.smtp_connections_open.set(self._open)
+        return client
+
+    async def _discard(self, client: aiosmtplib.SMTP) -> None:
+        self._open -= 1
+        self._metrics.smtp_connections_open.set(self._open)
+        with contextlib.suppress(Exception):
+            client.close()
+
+    async def send(self, mail: RenderedEmail) -> float:
+        """Send one mail; return the seconds the SMTP exchange took. Raises what aiosmtplib raised."""
+        async with self._slots:
+            self._in_use += 1
+            self._metrics.smtp_connections_in_use.set(self._in_use)
+            try:
+                return await self._send_on_pooled(mail)
+            finally:
+                self._in_use -= 1
+                self._metrics.smtp_connections_in_use.set(self._in_use)
+
+    async def _send_on_pooled(self, mail: RenderedEmail) -> float:
+        while self._idle:
+            client = self._idle.pop()
+            if not client.is_connected:
+                await self._discard(client)
+                continue
+            started = time.perf_counter()
+            try:
+                await client.sendmail(mail.sender, [mail.recipient], mail.data)
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                # The server closed an idle connection; try once more on a fresh one below.
+                await self._discard(client)
+                break
+            except BaseException:
+                await self._discard(client)
+                raise
+            self._idle.append(client)
+            return time.perf_counter() - started
+        started = time.perf_counter()
+        client = await self._connect()
+        try:
+            await client.sendmail(mail.sender, [mail.recipient], mail.data)
+        except BaseException:
+            await self._discard(client)
+            raise
+        self._idle.append(client)
+        return time.perf_counter() - started
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.quit(), timeout=2)
+            await self._discard(client)

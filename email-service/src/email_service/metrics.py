@@ -1,0 +1,39 @@
+"""Prometheus metrics of the email service. Base units, fixed label sets initialised at start, no per-user labels."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .errors import DeadLetterReason
+
+OUTCOMES = ("sent", "retried", "dead_lettered", "duplicate")
+SEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# End to end includes time queued and time waiting in retry tiers: milliseconds up to hours.
+END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                      14400.0)
+
+
+class EmailMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.messages = Counter("email_messages", "Messages handled, by outcome.", ["outcome"], registry=registry)
+        self.dead_letters = Counter("email_dead_letters", "Messages dead-lettered, by reason.", ["reason"],
+                                    registry=registry)
+        self.send_seconds = Histogram("email_send_seconds", "Duration of the SMTP exchange for one mail.",
+                                      buckets=SEND_BUCKETS, registry=registry)
+        self.end_to_end_seconds = Histogram(
+            "email_end_to_end_seconds", "Time from the event's occurred_at until the SMTP server accepted the mail.",
+            buckets=END_TO_END_BUCKETS, registry=registry)
+        self.in_progress = Gauge("email_in_progress", "Messages being handled right now.", registry=registry)
+        self.consumer_up = Gauge("email_consumer_up", "1 while the consumer is registered with the broker.",
+                                 registry=registry)
+        self.smtp_pool_size = Gauge("email_smtp_pool_size", "Configured maximum of SMTP connections.",
+                                    registry=registry)
+        self.smtp_connections_open = Gauge("email_smtp_connections_open", "SMTP connections open.",
+                                           registry=registry)
+        self.smtp_connections_in_use = Gauge("email_smtp_connections_in_use", "SMTP connections sending right now.",
+                                             registry=registry)
+        for outcome in OUTCOMES:
+            self.messages.labels(outcome)
+        for reason in DeadLetterReason:
+            self.dead_letters.labels(reason.value)

@@ -1,0 +1,46 @@
+"""When to retry, how long to wait, and the headers a message carries between attempts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ATTEMPT_HEADER = "x-attempt"  # 1 on the first delivery; retries carry the next number
+LAST_ERROR_HEADER = "x-last-error"
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Growing delays, one RabbitMQ delay queue per tier; after max_attempts the message is dead-lettered."""
+
+    max_attempts: int
+    delays: tuple[float, ...]
+    queue: str = "email.welcome"
+
+    def tier_queue(self, tier: int) -> str:
+        return f"{self.queue}.retry.{_format_seconds(self.delays[tier])}"
+
+    @property
+    def tier_queues(self) -> list[tuple[str, float]]:
+        return [(self.tier_queue(i), delay) for i, delay in enumerate(self.delays)]
+
+    def should_retry(self, attempt: int) -> bool:
+        return attempt < self.max_attempts
+
+    def tier_for(self, attempt: int) -> int:
+        """The delay tier after a failed attempt (1-based): 1 -> first tier, growing, capped at the last tier."""
+        return min(attempt, len(self.delays)) - 1
+
+
+def attempt_of(headers: dict | None) -> int:
+    value = (headers or {}).get(ATTEMPT_HEADER, 1)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    try:
+        attempt = int(value)
+    except (TypeError, ValueError):
+        return 1
+    return attempt if attempt >= 1 else 1

@@ -1,0 +1,58 @@
+"""Assembles the email service from its parts and runs it until asked to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from prometheus_client import CollectorRegistry
+
+from .config import Settings, redact_url
+from .consumer import EmailConsumer
+from .handler import MessageHandler
+from .health import HealthServer
+from .mailer import SmtpPool
+from .metrics import EmailMetrics
+from .retry import RetryPolicy
+from .templates import WelcomeEmail
+
+log = logging.getLogger("email_service")
+
+
+class EmailService:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None, dedup=None) -> None:
+        self.settings = settings
+        self.metrics = EmailMetrics(registry or CollectorRegistry())
+        self.policy = RetryPolicy(max_attempts=settings.max_attempts, delays=settings.retry_delays)
+        self.pool = SmtpPool(settings, self.metrics)
+        self.handler = MessageHandler(WelcomeEmail(settings.mail_from, settings.product_name), self.pool,
+                                      self.policy, self.metrics, dedup=dedup)
+        self.consumer = EmailConsumer(settings, self.handler, self.policy, self.metrics)
+        self.health = HealthServer(settings.metrics_host, settings.metrics_port, self.metrics.registry,
+                                   lambda: self.consumer.ready)
+        self.stop_event = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.health.start()
+        log.info("starting", extra={
+            "amqp": redact_url(self.settings.amqp_url.value), "smtp": f"{self.settings.smtp_host}:{self.settings.smtp_port}",
+            "smtp_security": self.settings.smtp_security, "concurrency": self.settings.concurrency,
+            "metrics_port": self.health.port})
+        self._task = asyncio.create_task(self.consumer.run(self.stop_event), name="consumer")
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            await self._task
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.pool.close()
+        if self.handler.dedup is not None:
+            await self.handler.dedup.close()
+        await self.health.stop()
+        log.info("stopped")

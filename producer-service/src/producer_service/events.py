@@ -1,0 +1,146 @@
+"""The signup request, its validation, and the `user.signed_up` event it becomes.
+
+The event contract is owned here: `contract/user_signed_up.v1.schema.json` describes the body that
+`UserSignedUp.to_json` writes, and the email service keeps a copy that a contract test compares.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from email_validator import EmailNotValidError, validate_email
+
+EVENT_TYPE = "user.signed_up"
+SCHEMA_VERSION = 1
+LOCALES = ("en", "zh-CN")
+MAX_NAME_LENGTH = 100
+MAX_EMAIL_LENGTH = 254
+ALLOWED_FIELDS = frozenset({"email", "name", "locale"})
+
+# Idempotency keys map to event ids in this namespace, so the same key always yields the same event.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c3c55-8f5e-4c53-9a0e-0d1c3b7f2a41")
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "code": self.code, "message": self.message}
+
+
+class InvalidSignup(ValueError):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Signup:
+    email: str
+    name: str
+    locale: str
+
+
+def _forbidden_character(text: str) -> str | None:
+    """The first control or line-breaking character in text, which must never reach a mail header."""
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in "\u0085\ufeff":
+            return ch
+    return None
+
+
+def _check_email(value: object, errors: list[FieldError]) -> str | None:
+    if not isinstance(value, str):
+        errors.append(FieldError("email", "type", "must be a string"))
+        return None
+    if len(value) > MAX_EMAIL_LENGTH:
+        errors.append(FieldError("email", "too_long", f"must be at most {MAX_EMAIL_LENGTH} characters"))
+        return None
+    if _forbidden_character(value) is not None:
+        errors.append(FieldError("email", "control_character", "must not contain control characters"))
+        return None
+    try:
+        # ASCII only (allow_smtputf8=False): every SMTP server can deliver it. No DNS lookups on the request path.
+        result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        errors.append(FieldError("email", "invalid_email", str(exc)))
+        return None
+    return result.ascii_email
+
+
+def _check_name(value: object, errors: list[FieldError]) -> str | None:
+    if not isinstance(value, str):
+        errors.append(FieldError("name", "type", "must be a string"))
+        return None
+    name = value.strip()
+    if not name:
+        errors.append(FieldError("name", "empty", "must not be empty"))
+        return None
+    if len(name) > MAX_NAME_LENGTH:
+        errors.append(FieldError("name", "too_long", f"must be at most {MAX_NAME_LENGTH} characters"))
+        return None
+    bad = _forbidden_character(name)
+    if bad is not None:
+        errors.append(FieldError("name", "control_character", f"must not contain control characters (found U+{ord(bad):04X})"))
+        return None
+    return unicodedata.normalize("NFC", name)
+
+
+def parse_signup(payload: object) -> Signup:
+    """Validate a decoded JSON body; raise InvalidSignup naming every bad field."""
+    if not isinstance(payload, dict):
+        raise InvalidSignup([FieldError("body", "type", "must be a JSON object")])
+    errors: list[FieldError] = []
+    for unknown in sorted(set(payload) - ALLOWED_FIELDS):
+        errors.append(FieldError(unknown, "unknown_field", "is not a known field (allowed: email, name, locale)"))
+    email = name = None
+    if "email" not in payload:
+        errors.append(FieldError("email", "missing", "is required"))
+    else:
+        email = _check_email(payload["email"], errors)
+    if "name" not in payload:
+        errors.append(FieldError("name", "missing", "is required"))
+    else:
+        name = _check_name(payload["name"], errors)
+    locale = payload.get("locale", "en")
+    if locale not in LOCALES:
+        errors.append(FieldError("locale", "unknown_locale", f"must be one of {', '.join(LOCALES)}"))
+    if errors:
+        raise InvalidSignup(errors)
+    return Signup(email=email, name=name, locale=locale)  # type: ignore[arg-type]
+
+
+def event_id_for(idempotency_key: str | None) -> str:
+    if idempotency_key is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
+
+
+@dataclass(frozen=True)
+class UserSignedUp:
+    event_id: str
+    occurred_at: datetime
+    signup: Signup
+
+    @classmethod
+    def new(cls, signup: Signup, idempotency_key: str | None = None) -> UserSignedUp:
+        return cls(event_id=event_id_for(idempotency_key), occurred_at=datetime.now(timezone.utc), signup=signup)
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "event_type": EVENT_TYPE,
+            "event_id": self.event_id,
+            "occurred_at": self.occurred_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "user": {"email": self.signup.email, "name": self.signup.name, "locale": self.signup.locale},
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,33 @@
+"""Prometheus metrics of the producer. Base units, fixed label sets initialised at start, no per-user labels."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OUTCOMES = ("accepted", "invalid", "unavailable")
+ROUTES = ("/v1/signups", "/healthz", "/readyz", "/metrics", "/openapi.json", "other")
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+
+# Publish-until-confirm is milliseconds on a healthy broker; the tail matters up to the publish timeout.
+PUBLISH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ProducerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.signups = Counter("producer_signups", "Signup requests by outcome.", ["outcome"], registry=registry)
+        self.publish_seconds = Histogram(
+            "producer_publish_seconds", "Time from publishing an event until the broker confirmed it.",
+            buckets=PUBLISH_BUCKETS, registry=registry)
+        self.http_duration = Histogram(
+            "producer_http_request_duration_seconds", "HTTP request duration by route template and status class.",
+            ["route", "method", "status_class"], buckets=PUBLISH_BUCKETS, registry=registry)
+        self.broker_connected = Gauge(
+            "producer_broker_connected", "1 while the broker connection and its confirming channel are open.",
+            registry=registry)
+        for outcome in OUTCOMES:
+            self.signups.labels(outcome)
+        for status_class in STATUS_CLASSES:
+            self.http_duration.labels("/v1/signups", "POST", status_class)
+        for route in ROUTES[1:]:
+            self.http_duration.labels(route, "GET", "2xx")

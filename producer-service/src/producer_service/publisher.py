@@ -1,0 +1,144 @@
+"""The producer's link to RabbitMQ: one connection, one confirming channel, reconnected by itself.
+
+A publish succeeds only when the broker confirmed it. Mandatory publishing makes an event that no queue
+would take come back as an error (never dropped silently); the caller answers 503 and the client retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+
+from .events import EVENT_TYPE, UserSignedUp
+from .metrics import ProducerMetrics
+
+log = logging.getLogger("producer_service.publisher")
+
+EXCHANGE = "signups"
+ROUTING_KEY = EVENT_TYPE
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm the event: unavailable, returned, nacked or too slow. Nothing was accepted."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EventPublisher:
+    def __init__(self, url: str, metrics: ProducerMetrics, *, publish_timeout: float = 5.0,
+                 reconnect_max_delay: float = 5.0, app_id: str = "producer-service") -> None:
+        self._url = url
+        self._metrics = metrics
+        self._publish_timeout = publish_timeout
+        self._reconnect_max_delay = reconnect_max_delay
+        self._app_id = app_id
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._task: asyncio.Task | None = None
+        self._lost = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self._exchange is not None
+            and self._channel is not None and not self._channel.is_closed
+            and self._connection is not None and not self._connection.is_closed
+        )
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._keep_connected(), name="broker-link")
+
+    async def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.ready
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close()
+
+    async def _keep_connected(self) -> None:
+        delay = 0.2
+        while not self._stopping:
+            try:
+                await self._connect()
+            except (OSError, AMQPError, asyncio.TimeoutError) as exc:
+                log.warning("broker connection failed, retrying in %.1fs: %s", delay, exc.__class__.__name__)
+                await self._close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._reconnect_max_delay)
+                continue
+            delay = 0.2
+            self._metrics.broker_connected.set(1)
+            log.info("connected to broker, exchange %r declared", EXCHANGE)
+            await self._lost.wait()
+            self._metrics.broker_connected.set(0)
+            log.warning("broker connection lost, reconnecting")
+            await self._close()
+
+    async def _connect(self) -> None:
+        self._lost.clear()
+        connection = await aio_pika.connect(self._url, timeout=10, client_properties={"connection_name": self._app_id})
+        self._connection = connection
+        connection.close_callbacks.add(self._on_close)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        channel.close_callbacks.add(self._on_close)
+        self._channel = channel
+        self._exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+
+    def _on_close(self, *_: object) -> None:
+        self._exchange = None
+        self._lost.set()
+
+    async def _close(self) -> None:
+        self._exchange = None
+        connection, self._connection, self._channel = self._connection, None, None
+        self._metrics.broker_connected.set(0)
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=2)
+
+    async def publish(self, event: UserSignedUp, correlation_id: str) -> None:
+        exchange = self._exchange
+        if exchange is None or not self.ready:
+            raise PublishFailed("broker_unavailable")
+        message = aio_pika.Message(
+            body=event.to_json(),
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.event_id,
+            correlation_id=correlation_id,
+            type=EVENT_TYPE,
+            app_id=self._app_id,
+            timestamp=datetime.fromtimestamp(int(event.occurred_at.timestamp()), tz=event.occurred_at.tzinfo),
+            headers={"x-correlation-id": correlation_id},
+        )
+        started = time.perf_counter()
+        try:
+            await exchange.publish(message, ROUTING_KEY, mandatory=True, timeout=self._publish_timeout)
+        except PublishError:
+            raise PublishFailed("unroutable") from None
+        except DeliveryError:
+            raise PublishFailed("nacked") from None
+        except asyncio.TimeoutError:
+            raise PublishFailed("confirm_timeout") from None
+        except (AMQPError, OSError, RuntimeError) as exc:
+            raise PublishFailed("broker_unavailable") from exc
+        self._metrics.publish_seconds.observe(time.perf_counter() - started)
