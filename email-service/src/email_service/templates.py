@@ -4,8 +4,8 @@ Building `email.message.EmailMessage` objects per mail costs more CPU than the S
 static parts (headers, subject, product name, MIME skeleton) are encoded once at start-up and each mail only
 substitutes the user's name and address:
 - the name is HTML-escaped in the HTML part;
-- in the To header the name is always written as RFC 2047 encoded-words (base64), so no character of it can
-  end the header line or start a new one (no header injection);
+- in the To header the name is a quoted-string when it is printable ASCII and RFC 2047 encoded-words (base64)
+  otherwise, so no character of it can end the header line or start a new one (no header injection);
 - both parts are UTF-8, base64-encoded in 76-character lines (safe for any server, any script);
 - the Message-ID derives from the event id, so a redelivered event produces the same Message-ID.
 """
@@ -38,6 +38,14 @@ def encoded_words(text: str) -> str:
     if chunk:
         words.append("".join(chunk))
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words)
+
+
+def display_name(name: str) -> str:
+    """The name as an RFC 5322 display name: a quoted-string when it is plain printable ASCII, else encoded-words.
+    Either way nothing in it can end the header line."""
+    if name.isascii() and name.isprintable():
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return encoded_words(name)
 
 
 def _body_base64(text: str) -> bytes:
@@ -102,7 +110,7 @@ class WelcomeEmail:
         html_part = _body_base64(template.html.replace("{{name}}", html.escape(event.name, quote=True)))
         data = b"".join((
             self._from_header,
-            f"To: {encoded_words(event.name)} <{event.email}>\r\n".encode("ascii"),
+            f"To: {display_name(event.name)}\r\n <{event.email}>\r\n".encode("ascii"),
             template.subject_header,
             self._date(),
             f"Message-ID: {message_id}\r\n"

@@ -47,6 +47,7 @@ class EventPublisher:
         self._task: asyncio.Task | None = None
         self._lost = asyncio.Event()
         self._stopping = False
+        self.connects = 0  # how many times a connection was (re)established
 
     @property
     def ready(self) -> bool:
@@ -85,6 +86,7 @@ class EventPublisher:
                 delay = min(delay * 2, self._reconnect_max_delay)
                 continue
             delay = 0.2
+            self.connects += 1
             self._metrics.broker_connected.set(1)
             log.info("connected to broker, exchange %r declared", EXCHANGE)
             await self._lost.wait()

@@ -1,0 +1,121 @@
+"""Shared fixtures: a RabbitMQ vhost per test, a real SMTP server (aiosmtpd) per test, and the services themselves.
+
+Nothing is mocked here. If RabbitMQ is not there, tests fail with a message saying what to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
+_BROKER = urlsplit(AMQP_URL)
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (servers here cannot bind port 0 and report it back)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is not on PATH: install RabbitMQ (apt-get install rabbitmq-server) and start it "
+                    "with `rabbitmq-server -detached`, or run `make broker`")
+    result = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, interval: float = 0.02,
+                     what: str = "condition") -> None:
+    """Wait (bounded) until check() is true; fail naming what did not happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def broker_running() -> None:
+    try:
+        with socket.create_connection((_BROKER.hostname or "localhost", _BROKER.port or 5672), timeout=3):
+            pass
+    except OSError:
+        pytest.fail(f"RabbitMQ does not answer at {_BROKER.hostname}:{_BROKER.port or 5672}. "
+                    "Start it: `rabbitmq-server -detached` (or `make broker`)")
+
+
+class VHost:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        base = f"{_BROKER.scheme}://{_BROKER.netloc}"
+        self.url = f"{base}/{quote(name, safe='')}"
+
+    def close_connections(self, reason: str = "test closes connections") -> None:
+        rabbitmqctl("close_all_connections", "--vhost", self.name, reason)
+
+    def queue_depths(self) -> dict[str, int]:
+        out = rabbitmqctl("list_queues", "-p", self.name, "name", "messages", "--no-table-headers", "--quiet")
+        return {name: int(count) for name, count in (line.split("\t") for line in out.strip().splitlines() if line)}
+
+
+@pytest.fixture
+def vhost(broker_running) -> VHost:
+    """A fresh vhost for this test, deleted afterwards (with every queue and connection in it)."""
+    name = f"wm-test-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", name)
+    user = _BROKER.username or "guest"
+    rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+    yield VHost(name)
+    rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture
+def smtp_server():
+    from tests.support.smtp_server import SmtpTestServer
+
+    server = SmtpTestServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def producer_factory(vhost):
+    """Start producer-service in-process against this test's vhost: `async with producer_factory() as p:`."""
+    from tests.support.services import RunningProducer
+
+    def make(amqp_url: str | None = None, **env: str) -> RunningProducer:
+        return RunningProducer(amqp_url or vhost.url, free_port(), **env)
+
+    return make
+
+
+@pytest.fixture
+def email_service_factory(vhost, smtp_server):
+    """Start email-service in-process against this test's vhost and SMTP server."""
+    from tests.support.services import RunningEmailService, email_settings
+
+    def make(smtp_port: int | None = None, dedup=None, **env: str) -> RunningEmailService:
+        settings = email_settings(vhost.url, smtp_port or smtp_server.port, free_port(), **env)
+        return RunningEmailService(settings, dedup=dedup)
+
+    return make
