@@ -43,3 +43,38 @@ test-unit: install ## unit and contract tests only (no broker needed)
 
 run: install broker ## run the pipeline locally: producer on :8000, email-service, SMTP capture into ./mail-capture
 	deploy/local/run.sh
+
+lint: install ## shellcheck the scripts, hadolint the Dockerfiles
+	shellcheck deploy/local/*.sh deploy/kind/*.sh deploy/images/*.sh deploy/cluster/*.sh
+	$(BIN)/hadolint producer-service/Dockerfile email-service/Dockerfile
+
+helm-lint: install ## render the chart for several value sets; validate, lint and scan it and the Dockerfiles (no cluster)
+	$(BIN)/pytest tests/helm -q
+
+images: ## build both images with docker: localhost/welcome-mail/<service>:<appVersion>
+	deploy/kind/images.sh
+
+images-build: ## build both images without a daemon (buildah, vfs, chroot; root), then start the producer image once
+	deploy/images/build.sh
+
+kind-up: ## create the kind cluster with RabbitMQ and Mailpit in namespace $(NAMESPACE)
+	KIND_CLUSTER=$(KIND_CLUSTER) NAMESPACE=$(NAMESPACE) deploy/kind/up.sh
+
+kind-load: ## copy both images into the kind nodes (from docker, or from the images-build archives)
+	KIND_CLUSTER=$(KIND_CLUSTER) deploy/kind/load.sh
+
+deploy: ## helm upgrade --install $(RELEASE) into kind with deploy/kind/values.yaml
+	KIND_CLUSTER=$(KIND_CLUSTER) NAMESPACE=$(NAMESPACE) RELEASE=$(RELEASE) deploy/kind/deploy.sh
+
+scale: ## scale the email consumers: make scale N=4
+	KIND_CLUSTER=$(KIND_CLUSTER) NAMESPACE=$(NAMESPACE) RELEASE=$(RELEASE) deploy/kind/scale.sh $(N)
+
+smoke: ## post a signup through a port-forward and wait for the welcome mail in Mailpit
+	KIND_CLUSTER=$(KIND_CLUSTER) NAMESPACE=$(NAMESPACE) RELEASE=$(RELEASE) deploy/kind/smoke.sh
+
+kind-down: ## delete the kind cluster
+	KIND_CLUSTER=$(KIND_CLUSTER) deploy/kind/down.sh
+
+clean: ## remove the virtualenv, caches and the mail capture folder
+	rm -rf $(VENV) .venv-bench mail-capture tests/helm/.cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

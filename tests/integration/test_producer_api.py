@@ -204,7 +204,9 @@ async def test_reconnects_after_connections_are_force_closed(producer_factory, v
         assert (await producer.client.get("/readyz")).status_code == 200
         response = await producer.signup("after@example.com")
         assert response.status_code == 202, response.text
-    assert vhost.queue_depths()["probe"] == 2
+    from tests.support.amqp import ready_count
+
+    assert await ready_count(vhost.url, "probe") == 2
 
 
 async def test_idempotency_key_gives_the_same_event_id(producer_factory, vhost):

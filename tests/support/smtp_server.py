@@ -41,8 +41,15 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        if self.server.delay:
-            await asyncio.sleep(self.server.delay)
+        with self.server.lock:
+            self.server.active += 1
+            self.server.max_active = max(self.server.max_active, self.server.active)
+        try:
+            if self.server.delay:
+                await asyncio.sleep(self.server.delay)
+        finally:
+            with self.server.lock:
+                self.server.active -= 1
         with self.server.lock:
             if self.server.deferrals:
                 self.server.deferrals -= 1
@@ -63,14 +70,18 @@ class SmtpTestServer:
         self.deferred = 0
         self.deferral_reply = "451 4.3.0 try again later"
         self.delay = 0.0
+        self.active = 0
+        self.max_active = 0  # most DATA commands handled at the same time
         kwargs: dict = {}
         if credentials is not None:
             def authenticator(server, session, envelope, mechanism, auth_data):
                 ok = isinstance(auth_data, LoginPassword) and (
                     auth_data.login.decode(), auth_data.password.decode()) == credentials
-                return AuthResult(success=ok)
+                return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
 
-            kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=True)
+            # aiosmtpd cannot tell that an implicit-TLS session is encrypted, so it only knows to require TLS for
+            # AUTH with STARTTLS; with implicit TLS every byte is encrypted anyway.
+            kwargs.update(authenticator=authenticator, auth_required=True, auth_require_tls=not implicit_tls)
         if implicit_tls:
             kwargs["ssl_context"] = tls_context
         elif tls_context is not None:

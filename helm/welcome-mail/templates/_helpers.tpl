@@ -57,12 +57,14 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* metadata.annotations from commonAnnotations plus the given extra map (.extra), or nothing. */}}
+{{/*
+metadata.annotations from commonAnnotations plus the given extra map (.extra), or nothing at all.
+Emits its own leading newline and indentation (metadata level): use as `{{- include ... }}`.
+*/}}
 {{- define "welcome-mail.annotations" -}}
 {{- $all := merge (dict) (.extra | default (dict)) (.root.Values.commonAnnotations | default (dict)) }}
 {{- with $all }}
-annotations:
-  {{- toYaml . | nindent 2 }}
+{{- printf "\n  annotations:\n%s" (toYaml . | indent 4) }}
 {{- end }}
 {{- end }}
 

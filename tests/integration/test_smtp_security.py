@@ -1,0 +1,84 @@
+"""SMTP over STARTTLS and implicit TLS, with AUTH, against aiosmtpd with a certificate made here (trustme)."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+import trustme
+
+from tests.conftest import eventually, free_port
+from tests.support.amqp import event_body, publish_raw, read_queue
+from tests.support.smtp_server import SmtpTestServer
+
+pytestmark = pytest.mark.integration
+
+CREDENTIALS = ("mailer", "s3cret-passw0rd")
+
+
+@pytest.fixture
+def ca(tmp_path):
+    authority = trustme.CA()
+    path = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(path))
+    return authority, str(path)
+
+
+def tls_server(authority: trustme.CA, *, implicit: bool) -> SmtpTestServer:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    server = SmtpTestServer(free_port(), tls_context=context, implicit_tls=implicit, credentials=CREDENTIALS)
+    server.start()
+    return server
+
+
+@pytest.mark.parametrize("security,implicit", [("starttls", False), ("tls", True)])
+async def test_tls_and_auth(email_service_factory, vhost, ca, caplog, security, implicit):
+    authority, ca_file = ca
+    server = tls_server(authority, implicit=implicit)
+    try:
+        async with email_service_factory(smtp_port=server.port, SMTP_HOST="localhost", SMTP_SECURITY=security,
+                                         SMTP_CA_FILE=ca_file, SMTP_USERNAME=CREDENTIALS[0],
+                                         SMTP_PASSWORD=CREDENTIALS[1]) as consumer:
+            await publish_raw(vhost.url, [event_body()])
+            await eventually(lambda: server.count() == 1, what="the mail over TLS")
+            assert consumer.count("sent") == 1
+    finally:
+        server.stop()
+    assert not any(CREDENTIALS[1] in str(record.__dict__) for record in caplog.records)
+
+
+async def test_untrusted_certificate_is_refused_and_retried_not_sent(email_service_factory, vhost, ca):
+    authority, _ = ca
+    server = tls_server(authority, implicit=False)
+    try:
+        # No SMTP_CA_FILE: the test CA is not trusted, so verification (on by default) fails.
+        async with email_service_factory(smtp_port=server.port, SMTP_HOST="localhost", SMTP_SECURITY="starttls",
+                                         SMTP_USERNAME=CREDENTIALS[0], SMTP_PASSWORD=CREDENTIALS[1],
+                                         MAX_ATTEMPTS="2", RETRY_DELAYS="0.2") as consumer:
+            await publish_raw(vhost.url, [event_body()])
+            await eventually(lambda: consumer.count("dead_lettered") == 1, what="retries exhausted")
+            assert consumer.count("retried") == 1
+    finally:
+        server.stop()
+    assert server.count() == 0
+    [dead] = await read_queue(vhost.url, "email.welcome.dlq")
+    assert "certificate" in dead.headers["x-last-error"].lower() or "ssl" in dead.headers["x-last-error"].lower()
+
+
+async def test_wrong_password_is_transient_not_a_mass_dead_letter(email_service_factory, vhost, ca, caplog):
+    authority, ca_file = ca
+    server = tls_server(authority, implicit=False)
+    try:
+        async with email_service_factory(smtp_port=server.port, SMTP_HOST="localhost", SMTP_SECURITY="starttls",
+                                         SMTP_CA_FILE=ca_file, SMTP_USERNAME="mailer", SMTP_PASSWORD="wrong",
+                                         MAX_ATTEMPTS="3", RETRY_DELAYS="0.2") as consumer:
+            await publish_raw(vhost.url, [event_body()])
+            await eventually(lambda: consumer.count("retried") >= 1, what="a retry after 535")
+            assert consumer.count("dead_lettered") == 0
+    finally:
+        server.stop()
+    assert server.count() == 0
+    logged = [str(record.__dict__) for record in caplog.records]
+    assert any("535" in line for line in logged)
+    assert not any("wrong" in line for line in logged)  # the password never reaches a log line
