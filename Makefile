@@ -44,6 +44,12 @@ test-unit: install ## unit and contract tests only (no broker needed)
 run: install broker ## run the pipeline locally: producer on :8000, email-service, SMTP capture into ./mail-capture
 	deploy/local/run.sh
 
+cluster-up: ## start a local 3-node RabbitMQ cluster (rc1-3@localhost, 5681-5683) behind haproxy on 127.0.0.1:5680 (as root)
+	deploy/cluster/cluster.sh up
+
+cluster-down: ## stop the local cluster and its haproxy, remove /tmp/welcome-mail-cluster
+	deploy/cluster/cluster.sh down
+
 lint: install ## shellcheck the scripts, hadolint the Dockerfiles
 	shellcheck deploy/local/*.sh deploy/kind/*.sh deploy/images/*.sh deploy/cluster/*.sh
 	$(BIN)/hadolint producer-service/Dockerfile email-service/Dockerfile

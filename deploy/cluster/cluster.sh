@@ -5,6 +5,8 @@
 #   cluster.sh down            stop everything this script started and remove the state directory
 #   cluster.sh status          nodes, cluster membership, front; exit 0 only when all is healthy
 #   cluster.sh leader Q [VH]   the node leading quorum queue Q in vhost VH (default /)
+#   cluster.sh members Q [VH]  the online members of quorum queue Q, one per line
+#   cluster.sh nodes           the running nodes, as the cluster sees them, one per line
 #   cluster.sh kill NODE       SIGKILL a node (rc1, rc1@localhost or 1), by its pid file
 #   cluster.sh start NODE      start a stopped/killed node again and wait until it has rejoined
 #   cluster.sh ctl NODE ARGS   rabbitmqctl against one node with the cluster's cookie
@@ -14,6 +16,7 @@
 # ports, config, data, log and pid file under CLUSTER_STATE_DIR, and their own Erlang cookie (so they
 # can never reach the machine's own broker, rabbit@localhost, which this script never touches).
 # They register with the machine's epmd (port 4369) like any node; the registration ends with the node.
+# (If no epmd runs, the first node starts one and `down` stops it again.)
 #
 # Settings (environment):
 #   CLUSTER_STATE_DIR        /tmp/welcome-mail-cluster
@@ -38,7 +41,7 @@ HAPROXY_CFG=$STATE_DIR/haproxy.cfg
 HAPROXY_PID=$STATE_DIR/haproxy.pid
 HAPROXY_SOCK=$STATE_DIR/haproxy.sock
 
-log() { printf '[cluster] %s\n' "$*" >&2; }
+log() { printf '[cluster] %s %s\n' "$(date +%T.%3N)" "$*" >&2; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
 
 deadline_from_now() { echo $((SECONDS + ${1:-$TIMEOUT})); }
@@ -179,10 +182,35 @@ wait_pid_gone() {
 # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-epmd_names() {
+epmd_cmd() {
     local epmd
-    epmd=$(PATH="$PATH:/usr/lib/erlang/bin" command -v epmd) || return 0
-    "$epmd" -names 2>/dev/null || true
+    epmd=$(PATH="$PATH:/usr/lib/erlang/bin" command -v epmd) || return 1
+    "$epmd" "$@"
+}
+
+epmd_names() { epmd_cmd -names 2>/dev/null || true; }
+
+# The nodes use the machine's epmd (ERL_EPMD_PORT, default 4369). If none runs, the first node starts
+# one: remember that, so that `down` can stop it again (epmd -kill refuses while any node is registered).
+note_epmd() {
+    [[ -e $STATE_DIR/epmd-started-here ]] && return 0
+    if ! epmd_cmd -names >/dev/null 2>&1; then
+        log "no epmd is running: the first node starts one, and \`down\` stops it"
+        touch "$STATE_DIR/epmd-started-here"
+    fi
+}
+
+stop_our_epmd() {
+    [[ -e $STATE_DIR/epmd-started-here ]] || return 0
+    local deadline
+    deadline=$(deadline_from_now 5)
+    while epmd_names | grep -q '^name ' && ((SECONDS < deadline)); do sleep 0.2; done
+    if epmd_names | grep -q '^name '; then
+        log "leaving epmd running: other nodes are registered"
+    else
+        log "stopping the epmd the cluster started"
+        epmd_cmd -kill >/dev/null 2>&1 || log "epmd -kill failed"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +227,7 @@ write_files() {
     fi
     cat >"$STATE_DIR/rabbitmq-env.conf" <<'EOF'
 # written by cluster.sh: replaces /etc/rabbitmq/rabbitmq-env.conf for these nodes
+ERL_EPMD_ADDRESS=127.0.0.1
 export ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}"
 EOF
     for ((i = 1; i <= NODE_COUNT; i++)); do
@@ -209,13 +238,19 @@ EOF
 # written by cluster.sh: replaces /etc/rabbitmq/rabbitmq.conf for $(node_name "$i")
 listeners.tcp.1 = 127.0.0.1:$(amqp_port "$i")
 cluster_partition_handling = pause_minority
+# a blank node joins the seed at its first boot; a node with data rejoins its cluster from disk
+cluster_formation.peer_discovery_backend = classic_config
+cluster_formation.classic_config.nodes.1 = $(node_name 1)
 log.console = false
 log.file.level = info
 EOF
     done
     write_haproxy_cfg
     if [[ $EUID -eq 0 ]]; then
-        chown -R "$RABBIT_USER:$RABBIT_USER" "$STATE_DIR"
+        chown "$RABBIT_USER:$RABBIT_USER" "$STATE_DIR" "$STATE_DIR/.erlang.cookie" "$STATE_DIR/rabbitmq-env.conf"
+        for ((i = 1; i <= NODE_COUNT; i++)); do
+            chown -R "$RABBIT_USER:$RABBIT_USER" "$(node_dir "$i")"
+        done
     fi
 }
 
@@ -286,14 +321,21 @@ start_node() {
     if epmd_names | grep -q "^name $(node_short "$i") at port"; then
         die "$name is registered with epmd but is not ours (pid file $pidfile): stop it first"
     fi
-    local port
-    for port in "$(amqp_port "$i")" "$(dist_port "$i")"; do
-        port_open "$port" && die "port $port (for $name) is already in use; set CLUSTER_AMQP_BASE_PORT / CLUSTER_DIST_BASE_PORT"
-    done
+    check_node_ports "$i"
     rm -f "$pidfile"
     log "starting $name (amqp $(amqp_port "$i"), dist $(dist_port "$i"))"
-    rabbit_env "$i" rabbitmq-server -detached >/dev/null 2>&1 ||
+    # 9<&-: the daemon must not inherit (and hold forever) the lock taken in main
+    rabbit_env "$i" rabbitmq-server -detached >/dev/null 2>&1 9<&- ||
         die "rabbitmq-server failed to start $name; see $(node_dir "$i")/log"
+}
+
+check_node_ports() {
+    local port
+    for port in "$(amqp_port "$1")" "$(dist_port "$1")"; do
+        port_open "$port" &&
+            die "port $port (for $(node_name "$1")) is already in use; set CLUSTER_AMQP_BASE_PORT / CLUSTER_DIST_BASE_PORT"
+    done
+    return 0
 }
 
 # wait_node I DEADLINE: node I's RabbitMQ application has booted
@@ -317,9 +359,10 @@ cluster_field() {
 join_node() {
     local i=$1 seed=$2
     log "joining $(node_name "$i") to $(node_name "$seed")"
-    ctl "$i" stop_app >/dev/null
-    ctl "$i" join_cluster "$(node_name "$seed")" >/dev/null
-    ctl "$i" start_app >/dev/null
+    local out
+    # start_app logs harmless "tracked connection table" errors while the others catch up: keep quiet
+    out=$({ ctl "$i" stop_app && ctl "$i" join_cluster "$(node_name "$seed")" && ctl "$i" start_app; } 2>&1) ||
+        die "$(node_name "$i") could not join $(node_name "$seed"): $out"
 }
 
 # wait_running COUNT DEADLINE [VIA...]: the cluster reports COUNT running nodes
@@ -369,7 +412,7 @@ start_haproxy() {
     haproxy -c -q -f "$HAPROXY_CFG" >&2 || die "haproxy rejected $HAPROXY_CFG"
     rm -f "$HAPROXY_PID" "$HAPROXY_SOCK"
     log "starting haproxy on 127.0.0.1:$FRONT_PORT"
-    haproxy -D -f "$HAPROXY_CFG" -p "$HAPROXY_PID" || die "haproxy failed to start"
+    haproxy -D -f "$HAPROXY_CFG" -p "$HAPROXY_PID" 9<&- || die "haproxy failed to start"
 }
 
 # backend servers haproxy considers UP (needs socat for the stats socket; else prints nothing)
@@ -415,19 +458,38 @@ cmd_up() {
     find_rabbit_bin_dir
     ensure_haproxy
     write_files
+    note_epmd
+    # every port needed must be free before anything starts
     for ((i = 1; i <= NODE_COUNT; i++)); do
+        node_pid "$i" >/dev/null || check_node_ports "$i"
+    done
+    if ! haproxy_pid >/dev/null && port_open "$FRONT_PORT"; then
+        die "front port $FRONT_PORT is already in use; set CLUSTER_FRONT_PORT"
+    fi
+    # Fresh: rc1 boots alone, then the others boot in parallel and, being blank, join rc1 by
+    # themselves (classic_config peer discovery names rc1). Not fresh (nodes killed or stopped):
+    # start whatever is missing in parallel, since mnesia makes a restarted node wait for its peers.
+    local fresh=0 first=1
+    [[ -z $(ls -A "$(node_dir 1)/mnesia") ]] && fresh=1
+    if ((fresh)); then
+        start_node 1
+        wait_node 1 "$deadline"
+        started=1
+        first=2
+    fi
+    for ((i = first; i <= NODE_COUNT; i++)); do
         if ! node_pid "$i" >/dev/null; then
             start_node "$i"
             started=1
         fi
     done
-    # wait for the three boots in parallel
-    for ((i = 1; i <= NODE_COUNT; i++)); do
+    for ((i = first; i <= NODE_COUNT; i++)); do
         wait_node "$i" "$deadline" &
         pids+=($!)
     done
     for i in "${pids[@]}"; do wait "$i" || die "a node failed to boot"; done
-    # rc2, rc3 join rc1 unless they already belong to its cluster
+    log "nodes booted"
+    # fallback: rc2, rc3 join rc1 unless they already belong to its cluster
     local members
     members=$(cluster_field 1 disk_nodes) || die "cannot read the cluster status of $(node_name 1)"
     for ((i = 2; i <= NODE_COUNT; i++)); do
@@ -457,6 +519,7 @@ cmd_down() {
     # children of a SIGKILLed VM (erl_child_setup, inet_gethost) go with it; check nothing is left
     mapfile -t pids < <(our_beams)
     ((${#pids[@]} == 0)) || die "nodes still running after stop: ${pids[*]}"
+    stop_our_epmd
     if [[ -d $STATE_DIR ]]; then
         rm -rf --one-file-system "$STATE_DIR"
     fi
@@ -497,31 +560,42 @@ cmd_status() {
     return "$healthy"
 }
 
-# any running node, for queries
-some_running_node() {
-    local i
+# queue_row QUEUE VHOST: "name<TAB>leader<TAB>[online members]" from the first node that answers
+queue_row() {
+    local queue=$1 vhost=$2 i row
     for ((i = 1; i <= NODE_COUNT; i++)); do
-        if node_pid "$i" >/dev/null; then
-            echo "$i"
+        node_pid "$i" >/dev/null || continue
+        row=$(ctl "$i" list_queues -p "$vhost" name leader online --no-table-headers 2>/dev/null |
+            awk -F'\t' -v q="$queue" '$1 == q') || continue
+        if [[ -n $row ]]; then
+            echo "$row"
             return 0
         fi
     done
-    die "no node is running (cluster.sh up)"
+    return 1
 }
 
 cmd_leader() {
-    local queue=${1:?usage: cluster.sh leader QUEUE [VHOST]} vhost=${2:-/} i leader
+    local queue=${1:?usage: cluster.sh leader QUEUE [VHOST]} vhost=${2:-/} leader
+    leader=$(queue_row "$queue" "$vhost" | cut -f2) || true
+    # classic queues and quorum queues without a quorum show no leader
+    [[ $leader == *@* ]] || die "no leader known for queue '$queue' in vhost '$vhost' (no such quorum queue, or no quorum)"
+    echo "$leader"
+}
+
+cmd_members() {
+    local queue=${1:?usage: cluster.sh members QUEUE [VHOST]} vhost=${2:-/} row
+    row=$(queue_row "$queue" "$vhost") || die "no queue '$queue' in vhost '$vhost'"
+    cut -f3 <<<"$row" | tr -d '[] ' | tr ',' '\n' | grep .
+}
+
+cmd_nodes() {
+    local i
     for ((i = 1; i <= NODE_COUNT; i++)); do
         node_pid "$i" >/dev/null || continue
-        # "name<TAB>leader" per queue; classic queues have no leader column value
-        leader=$(ctl "$i" list_queues -p "$vhost" name leader --no-table-headers 2>/dev/null |
-            awk -F'\t' -v q="$queue" '$1 == q { print $2 }') || continue
-        if [[ -n $leader ]]; then
-            echo "$leader"
-            return 0
-        fi
+        cluster_field "$i" running_nodes | sort && return 0
     done
-    die "no leader known for queue '$queue' in vhost '$vhost' (not a quorum queue, or no quorum)"
+    die "no node is running"
 }
 
 cmd_kill() {
@@ -539,6 +613,7 @@ cmd_start() {
     deadline=$(deadline_from_now)
     [[ -d $STATE_DIR ]] || die "the cluster is not up (cluster.sh up)"
     write_files
+    note_epmd
     start_node "$i"
     wait_node "$i" "$deadline"
     # it still has its cluster membership on disk: it rejoins by itself; wait until the others see it
@@ -572,12 +647,21 @@ cmd_url() {
 }
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+
+require_user() {
+    [[ $EUID -eq 0 || $(id -un) == "$RABBIT_USER" ]] ||
+        die "run me as root (the nodes and rabbitmqctl run as the $RABBIT_USER user, via runuser)"
 }
 
 main() {
     local cmd=${1:-}
     (($#)) && shift
+    case $cmd in
+        url | help | -h | --help | "") ;;
+        *) require_user ;;
+    esac
     case $cmd in
         up | down | start | kill)
             # one changing command at a time (lock the script itself: nothing is left behind)
@@ -590,6 +674,8 @@ main() {
         down) cmd_down "$@" ;;
         status) cmd_status "$@" ;;
         leader) cmd_leader "$@" ;;
+        members) cmd_members "$@" ;;
+        nodes) cmd_nodes "$@" ;;
         kill) cmd_kill "$@" ;;
         start) cmd_start "$@" ;;
         ctl) cmd_ctl "$@" ;;

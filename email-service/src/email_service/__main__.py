@@ -1,14 +1,19 @@
 """Console script `email-service`.
 
-    email-service run      consume user.signed_up events and send the welcome emails (until SIGTERM/SIGINT)
+    email-service run                                   consume user.signed_up events, send the welcome emails
+    email-service dlq list   [--limit N] [--reason R] [--json]
+    email-service dlq replay [--limit N] [--reason R] [--rate N] [--dry-run]
+    email-service dlq purge  [--reason R] --yes
 
-Exit codes: 0 stopped cleanly, 2 bad configuration or arguments, 130 a second signal forced the exit.
+Exit codes: 0 done, 1 some messages could not be moved (they stay in the dead-letter queue), 2 bad configuration
+or arguments, 3 the broker cannot be reached, 4 a queue is missing, 130 a second signal forced the exit.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -18,7 +23,10 @@ from . import logs
 from .config import ConfigError, Settings
 
 EXIT_OK = 0
+EXIT_PARTIAL = 1
 EXIT_USAGE = 2
+EXIT_BROKER = 3
+EXIT_QUEUE_MISSING = 4
 EXIT_FORCED = 130
 
 log = logging.getLogger("email_service")
@@ -53,11 +61,97 @@ async def _run(settings: Settings) -> int:
     return EXIT_OK
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="email-service", description="Sends the welcome email for every signup.")
+    from .errors import DeadLetterReason
+
+    parser = argparse.ArgumentParser(prog="email-service", description="Sends the welcome email for every signup.",
+                                     epilog="Exit codes: 0 done, 1 partly done, 2 usage or configuration, "
+                                            "3 broker unreachable, 4 queue missing.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="consume user.signed_up events and send the welcome emails")
+    dlq = sub.add_parser("dlq", help="inspect, replay or purge dead-lettered messages (email.welcome.dlq)")
+    actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    reasons = [r.value for r in DeadLetterReason] + ["delivery_limit"]
+    reason_help = f"only messages dead-lettered for this reason ({', '.join(reasons)})"
+    listing = actions.add_parser("list", help="show dead letters without removing them or changing their order")
+    listing.add_argument("--limit", type=_positive_int, default=50, help="show at most N (default 50)")
+    listing.add_argument("--reason", help=reason_help)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    replay = actions.add_parser("replay", help="move dead letters back to email.welcome, attempts reset")
+    replay.add_argument("--limit", type=_positive_int, default=None, help="move at most N (default: all)")
+    replay.add_argument("--reason", help=reason_help)
+    replay.add_argument("--rate", type=_positive_float, default=100.0, help="messages per second (default 100)")
+    replay.add_argument("--dry-run", action="store_true", help="show what would be moved, move nothing")
+    purge = actions.add_parser("purge", help="remove dead letters for good, printing each one")
+    purge.add_argument("--reason", help=reason_help)
+    purge.add_argument("--yes", action="store_true", help="required: confirms that the messages are to be deleted")
     return parser
+
+
+async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from aiormq.exceptions import AMQPError
+
+    from .config import redact_url
+    from .dlq import DeadLetterQueue, QueueMissing, as_json
+
+    queue = DeadLetterQueue(settings.amqp_url.value)
+    try:
+        if args.action == "list":
+            report = await queue.list(limit=args.limit, reason=args.reason)
+            for letter in report.matched:
+                if args.json:
+                    print(as_json(letter))
+                else:
+                    print(f"{letter.event_id}  reason={letter.reason}  attempts={letter.attempts}  "
+                          f"at={letter.dead_lettered_at}  error={letter.last_error}")
+            counts = dict(sorted(report.by_reason.items()))
+            if args.json:
+                print(json.dumps({"total": report.scanned, "by_reason": counts}))
+            else:
+                print(f"{report.scanned} dead letters; by reason: "
+                      + (", ".join(f"{k}={v}" for k, v in counts.items()) or "none"))
+            return EXIT_OK
+        if args.action == "replay":
+            verb = "would replay" if args.dry_run else "replayed"
+            report = await queue.replay(limit=args.limit, reason=args.reason, rate=args.rate, dry_run=args.dry_run,
+                                        on_moved=lambda letter: print(f"{verb} {letter.event_id} ({letter.reason})"))
+            if args.dry_run:
+                for letter in report.matched:
+                    print(f"{verb} {letter.event_id} ({letter.reason})")
+            print(f"{verb} {len(report.matched) if args.dry_run else report.moved} of {report.scanned} dead letters"
+                  + (f"; {report.failed} could not be moved and stay in the dead-letter queue" if report.failed else ""))
+            return EXIT_PARTIAL if report.failed else EXIT_OK
+        if args.action == "purge":
+            if not args.yes:
+                print("email-service: dlq purge deletes messages for good; add --yes to confirm", file=sys.stderr)
+                return EXIT_USAGE
+            report = await queue.purge(reason=args.reason,
+                                       on_removed=lambda letter: print(f"removed {as_json(letter)}"))
+            print(f"removed {report.moved} of {report.scanned} dead letters")
+            return EXIT_OK
+    except QueueMissing as exc:
+        print(f"email-service: queue {exc} does not exist at {redact_url(settings.amqp_url.value)} "
+              "(start email-service once to declare the topology, or check the vhost in AMQP_URL)", file=sys.stderr)
+        return EXIT_QUEUE_MISSING
+    except (AMQPError, OSError, asyncio.TimeoutError) as exc:
+        print(f"email-service: cannot reach the broker at {redact_url(settings.amqp_url.value)} "
+              f"(wrong host, credentials or vhost?): {exc.__class__.__name__}: {str(exc)[:200]}", file=sys.stderr)
+        return EXIT_BROKER
+    return EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"email-service: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logs.configure(settings.log_level)
+    if args.command == "dlq":
+        logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # the command reports connection errors itself
+        return asyncio.run(_dlq(settings, args))
     if args.command == "run":
         try:
             import uvloop

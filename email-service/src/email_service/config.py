@@ -126,6 +126,7 @@ class Settings:
     dedup_url: Secret | None = None
     dedup_ttl_seconds: int = 7 * 24 * 3600
     dedup_fail_mode: str = "closed"
+    dedup_key_prefix: str = "welcome-mail:"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -166,4 +167,5 @@ class Settings:
             dedup_url=e.url("DEDUP_URL", None, ("redis", "rediss"), "redis://host:6379/0"),
             dedup_ttl_seconds=e.number("DEDUP_TTL_SECONDS", 7 * 24 * 3600, int, 60, 365 * 24 * 3600),
             dedup_fail_mode=e.choice("DEDUP_FAIL_MODE", "closed", DEDUP_FAIL_MODES),
+            dedup_key_prefix=e.text("DEDUP_KEY_PREFIX", "welcome-mail:"),
         )

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
+from .dedup import Claim, DeliveryLedger
 from .errors import DeadLetterReason, PermanentError, TransientError, classify
 from .events import parse_event
 from .logs import correlation_id
@@ -41,7 +42,7 @@ def _now_rfc3339() -> str:
 
 class MessageHandler:
     def __init__(self, renderer: WelcomeEmail, pool: SmtpPool, policy: RetryPolicy, metrics: EmailMetrics,
-                 dedup=None) -> None:
+                 dedup: DeliveryLedger | None = None) -> None:
         self.renderer = renderer
         self.pool = pool
         self.policy = policy
@@ -56,12 +57,21 @@ class MessageHandler:
         if len(body) > MAX_BODY_BYTES:
             raise PermanentError(DeadLetterReason.INVALID_EVENT, f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
         event = parse_event(body)
-        if self.dedup is not None and await self.dedup.already_delivered(event.event_id):
-            self.metrics.messages.labels("duplicate").inc()
-            log.info("duplicate event skipped", extra={"event_id": event.event_id, "outcome": "duplicate"})
-            return
+        if self.dedup is not None:
+            claim = await self.dedup.claim(event.event_id)
+            if claim is Claim.DELIVERED:
+                self.metrics.messages.labels("duplicate").inc()
+                log.info("duplicate event skipped", extra={"event_id": event.event_id, "outcome": "duplicate"})
+                return
+            if claim is Claim.IN_PROGRESS:
+                raise TransientError("another consumer is delivering this event right now")
         mail = self.renderer.render(event)
-        seconds = await self.pool.send(mail)
+        try:
+            seconds = await self.pool.send(mail)
+        except BaseException:
+            if self.dedup is not None:
+                await self.dedup.release(event.event_id)
+            raise
         if self.dedup is not None:
             await self.dedup.record_delivered(event.event_id)
         self.metrics.send_seconds.observe(seconds)

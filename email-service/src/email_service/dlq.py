@@ -1,0 +1,190 @@
+"""Dead-letter tooling: list, replay and purge `email.welcome.dlq`.
+
+All three read the queue with basic.get and manual acks, never more than the messages that were in the queue when
+the command started (so they end even while new dead letters arrive):
+- list acks nothing: when it closes its channel every message returns to the queue, in its order;
+- replay publishes a copy to the work queue, waits for the broker's confirm, and only then acks the dead letter.
+  Killed in the middle, it duplicates at worst (the copy was confirmed, the ack not sent) and never loses;
+- purge acks what matches and prints each message it removed.
+Messages a --reason filter does not match are left unacked, so they return to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aiormq.exceptions import ChannelNotFoundEntity
+
+from .handler import ATTEMPTS_HEADER, DEAD_LETTERED_AT_HEADER, REASON_HEADER
+from .retry import ATTEMPT_HEADER, LAST_ERROR_HEADER
+from .topology import DEAD_LETTER_QUEUE, WORK_QUEUE
+
+REPLAY_COUNT_HEADER = "x-replay-count"
+_CLEARED_ON_REPLAY = (REASON_HEADER, LAST_ERROR_HEADER, ATTEMPTS_HEADER, DEAD_LETTERED_AT_HEADER, ATTEMPT_HEADER,
+                      "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
+                      "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
+
+
+class QueueMissing(Exception):
+    pass
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    event_id: str | None
+    reason: str
+    last_error: str | None
+    attempts: int | None
+    dead_lettered_at: str | None
+
+    @classmethod
+    def of(cls, message: AbstractIncomingMessage) -> DeadLetter:
+        headers = message.headers or {}
+        reason = _text(headers.get(REASON_HEADER))
+        if reason is None:  # dead-lettered by RabbitMQ itself, e.g. the delivery limit
+            reason = _text(headers.get("x-first-death-reason")) or "unknown"
+        attempts = headers.get(ATTEMPTS_HEADER)
+        return cls(event_id=message.message_id, reason=reason, last_error=_text(headers.get(LAST_ERROR_HEADER)),
+                   attempts=attempts if isinstance(attempts, int) else None,
+                   dead_lettered_at=_text(headers.get(DEAD_LETTERED_AT_HEADER)))
+
+
+@dataclass
+class Report:
+    scanned: int = 0
+    matched: list[DeadLetter] | None = None
+    by_reason: Counter | None = None
+    moved: int = 0
+    failed: int = 0
+
+    def __post_init__(self) -> None:
+        self.matched = [] if self.matched is None else self.matched
+        self.by_reason = Counter() if self.by_reason is None else self.by_reason
+
+
+class DeadLetterQueue:
+    def __init__(self, url: str, queue: str = DEAD_LETTER_QUEUE, target: str = WORK_QUEUE) -> None:
+        self.url = url
+        self.queue_name = queue
+        self.target = target
+
+    async def _open(self) -> tuple[aio_pika.abc.AbstractConnection, AbstractChannel, AbstractQueue, int]:
+        connection = await aio_pika.connect(self.url, timeout=10, client_properties={"connection_name": "email-service dlq"})
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            queue = await channel.declare_queue(self.queue_name, passive=True)
+        except ChannelNotFoundEntity:
+            await connection.close()
+            raise QueueMissing(self.queue_name) from None
+        return connection, channel, queue, queue.declaration_result.message_count
+
+    async def _scan(self, queue: AbstractQueue, total: int, reason: str | None, limit: int | None,
+                    visit: Callable[[AbstractIncomingMessage, DeadLetter], object] | None, report: Report) -> None:
+        """Get up to `total` messages (what was there at the start); visit those matching, at most `limit`."""
+        for _ in range(total):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            report.scanned += 1
+            letter = DeadLetter.of(message)
+            report.by_reason[letter.reason] += 1
+            if (reason is None or letter.reason == reason) and (limit is None or len(report.matched) < limit):
+                report.matched.append(letter)
+                if visit is not None:
+                    await visit(message, letter)
+
+    async def list(self, *, limit: int, reason: str | None = None) -> Report:
+        connection, _, queue, total = await self._open()
+        report = Report()
+        try:
+            await self._scan(queue, total, reason, limit, None, report)
+        finally:
+            await connection.close()  # nothing acked: every message returns to the queue, in order
+        return report
+
+    async def replay(self, *, limit: int | None, reason: str | None, rate: float, batch: int = 100,
+                     dry_run: bool = False, on_moved: Callable[[DeadLetter], None] | None = None) -> Report:
+        connection, channel, queue, total = await self._open()
+        await channel.declare_queue(self.target, passive=True)  # fails clearly if the work queue is missing
+        report = Report()
+        pending: list[tuple[AbstractIncomingMessage, DeadLetter]] = []
+        interval = 1.0 / rate if rate > 0 else 0.0
+        started = time.monotonic()
+
+        async def flush() -> None:
+            results = await asyncio.gather(*(self._publish_copy(channel, m) for m, _ in pending),
+                                           return_exceptions=True)
+            for (message, letter), result in zip(pending, results):
+                if isinstance(result, BaseException):
+                    report.failed += 1  # not acked: it stays in the dead-letter queue
+                    continue
+                await message.ack()
+                report.moved += 1
+                if on_moved is not None:
+                    on_moved(letter)
+            pending.clear()
+
+        async def visit(message: AbstractIncomingMessage, letter: DeadLetter) -> None:
+            if dry_run:
+                return
+            pending.append((message, letter))
+            if len(pending) >= batch:
+                await flush()
+            # Rate limit: the n-th message may not leave before n / rate seconds.
+            wait = started + len(report.matched) * interval - time.monotonic()
+            if wait > 0:
+                if pending:
+                    await flush()
+                await asyncio.sleep(wait)
+
+        try:
+            await self._scan(queue, total, reason, limit, visit, report)
+            if pending:
+                await flush()
+        finally:
+            await connection.close()
+        return report
+
+    async def _publish_copy(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
+        headers = {k: v for k, v in (message.headers or {}).items() if k not in _CLEARED_ON_REPLAY}
+        count = headers.get(REPLAY_COUNT_HEADER)
+        headers[REPLAY_COUNT_HEADER] = (count if isinstance(count, int) else 0) + 1
+        copy = aio_pika.Message(body=message.body, headers=headers, content_type=message.content_type,
+                                content_encoding=message.content_encoding, message_id=message.message_id,
+                                correlation_id=message.correlation_id, timestamp=message.timestamp, type=message.type,
+                                app_id=message.app_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        await channel.default_exchange.publish(copy, self.target, mandatory=True, timeout=30)
+
+    async def purge(self, *, reason: str | None = None,
+                    on_removed: Callable[[DeadLetter], None] | None = None) -> Report:
+        connection, _, queue, total = await self._open()
+        report = Report()
+
+        async def visit(message: AbstractIncomingMessage, letter: DeadLetter) -> None:
+            await message.ack()
+            report.moved += 1
+            if on_removed is not None:
+                on_removed(letter)
+
+        try:
+            await self._scan(queue, total, reason, None, visit, report)
+        finally:
+            await connection.close()
+        return report
+
+
+def as_json(letter: DeadLetter) -> str:
+    return json.dumps(asdict(letter), ensure_ascii=False)
