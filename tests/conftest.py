@@ -72,10 +72,6 @@ class VHost:
     def close_connections(self, reason: str = "test closes connections") -> None:
         rabbitmqctl("close_all_connections", "--vhost", self.name, reason)
 
-    def queue_depths(self) -> dict[str, int]:
-        out = rabbitmqctl("list_queues", "-p", self.name, "name", "messages", "--no-table-headers", "--quiet")
-        return {name: int(count) for name, count in (line.split("\t") for line in out.strip().splitlines() if line)}
-
 
 @pytest.fixture
 def vhost(broker_running) -> VHost:
