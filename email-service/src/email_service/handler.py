@@ -66,15 +66,17 @@ class MessageHandler:
             if claim is Claim.IN_PROGRESS:
                 raise TransientError("another consumer is delivering this event right now")
         mail = self.renderer.render(event)
+        started = time.perf_counter()
         try:
-            seconds = await self.pool.send(mail)
+            await self.pool.send(mail)
         except BaseException:
             if self.dedup is not None:
                 await self.dedup.release(event.event_id)
             raise
+        finally:  # failed exchanges count too: a slow or timing-out server must show on the SMTP latency panel
+            self.metrics.send_seconds.observe(time.perf_counter() - started)
         if self.dedup is not None:
             await self.dedup.record_delivered(event.event_id)
-        self.metrics.send_seconds.observe(seconds)
         self.metrics.end_to_end_seconds.observe(max(0.0, time.time() - event.occurred_at.timestamp()))
         self.metrics.messages.labels("sent").inc()
         log.info("mail sent", extra={"event_id": event.event_id, "outcome": "sent", "message_id": mail.message_id})

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 import aiosmtplib
 
@@ -59,8 +58,8 @@ class SmtpPool:
         with contextlib.suppress(Exception):
             client.close()
 
-    async def send(self, mail: RenderedEmail) -> float:
-        """Send one mail; return the seconds the SMTP exchange took. Raises what aiosmtplib raised."""
+    async def send(self, mail: RenderedEmail) -> None:
+        """Send one mail. Raises what aiosmtplib raised."""
         async with self._slots:
             self._in_use += 1
             self._metrics.smtp_connections_in_use.set(self._in_use)
@@ -70,13 +69,12 @@ class SmtpPool:
                 self._in_use -= 1
                 self._metrics.smtp_connections_in_use.set(self._in_use)
 
-    async def _send_on_pooled(self, mail: RenderedEmail) -> float:
+    async def _send_on_pooled(self, mail: RenderedEmail) -> None:
         while self._idle:
             client = self._idle.pop()
             if not client.is_connected:
                 await self._discard(client)
                 continue
-            started = time.perf_counter()
             try:
                 await client.sendmail(mail.sender, [mail.recipient], mail.data)
             except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
@@ -87,8 +85,7 @@ class SmtpPool:
                 await self._discard(client)
                 raise
             self._idle.append(client)
-            return time.perf_counter() - started
-        started = time.perf_counter()
+            return
         client = await self._connect()
         try:
             await client.sendmail(mail.sender, [mail.recipient], mail.data)
@@ -96,7 +93,6 @@ class SmtpPool:
             await self._discard(client)
             raise
         self._idle.append(client)
-        return time.perf_counter() - started
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

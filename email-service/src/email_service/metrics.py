@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# No `_created` series: one more series per counter and histogram that no dashboard or alert uses.
+disable_created_metrics()
 
 from .errors import DeadLetterReason
 
