@@ -13,7 +13,6 @@ import time
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import AMQPError
 
 from .config import Settings
 from .handler import MessageHandler
@@ -49,7 +48,7 @@ class EmailConsumer:
         while not stop.is_set():
             try:
                 await self._start_consuming()
-            except (OSError, AMQPError, asyncio.TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever failed (also a queue declared with other arguments), retry
                 log.warning("cannot consume, retrying", extra={"retry_in_seconds": delay, "error": repr(exc)[:300]})
                 await self._close_connection()
                 with contextlib.suppress(asyncio.TimeoutError):

@@ -84,6 +84,8 @@ class MessageHandler:
     async def __call__(self, message: AbstractIncomingMessage, exchange: AbstractExchange) -> None:
         headers = message.headers or {}
         cid = headers.get("x-correlation-id") or message.correlation_id
+        if isinstance(cid, bytes):
+            cid = cid.decode("utf-8", "replace")
         token = correlation_id.set(str(cid)[:128] if cid else None)
         attempt = attempt_of(headers)
         self.metrics.in_progress.inc()

@@ -79,8 +79,9 @@ class EventPublisher:
         while not self._stopping:
             try:
                 await self._connect()
-            except (OSError, AMQPError, asyncio.TimeoutError) as exc:
-                log.warning("broker connection failed, retrying in %.1fs: %s", delay, exc.__class__.__name__)
+            except Exception as exc:  # noqa: BLE001 - whatever failed, keep trying: this loop must never die
+                log.warning("broker connection failed, retrying", extra={
+                    "retry_in_seconds": delay, "error": f"{exc.__class__.__name__}: {str(exc)[:200]}"})
                 await self._close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._reconnect_max_delay)
