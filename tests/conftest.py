@@ -73,15 +73,27 @@ class VHost:
         rabbitmqctl("close_all_connections", "--vhost", self.name, reason)
 
 
+def _create_vhost() -> VHost:
+    name = f"wm-test-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, _BROKER.username or "guest", ".*", ".*", ".*")
+    return VHost(name)
+
+
 @pytest.fixture
 def vhost(broker_running) -> VHost:
     """A fresh vhost for this test, deleted afterwards (with every queue and connection in it)."""
-    name = f"wm-test-{uuid.uuid4().hex[:10]}"
-    rabbitmqctl("add_vhost", name)
-    user = _BROKER.username or "guest"
-    rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
-    yield VHost(name)
-    rabbitmqctl("delete_vhost", name)
+    created = _create_vhost()
+    yield created
+    rabbitmqctl("delete_vhost", created.name)
+
+
+@pytest.fixture(scope="module")
+def module_vhost(broker_running) -> VHost:
+    """One vhost for a module's tests that leave nothing behind (exclusive queues only); saves a vhost per test."""
+    created = _create_vhost()
+    yield created
+    rabbitmqctl("delete_vhost", created.name)
 
 
 @pytest.fixture
@@ -95,12 +107,13 @@ def smtp_server():
 
 
 @pytest.fixture
-def producer_factory(vhost):
-    """Start producer-service in-process against this test's vhost: `async with producer_factory() as p:`."""
+def producer_factory(request):
+    """Start producer-service in-process: `async with producer_factory() as p:`. Against this test's own vhost,
+    unless given another URL (no vhost is made then)."""
     from tests.support.services import RunningProducer
 
     def make(amqp_url: str | None = None, **env: str) -> RunningProducer:
-        return RunningProducer(amqp_url or vhost.url, free_port(), **env)
+        return RunningProducer(amqp_url or request.getfixturevalue("vhost").url, free_port(), **env)
 
     return make
 

@@ -103,10 +103,10 @@ INVALID_BODIES = [
 
 
 @pytest.mark.parametrize("payload,status,field", INVALID_BODIES)
-async def test_invalid_signups_are_rejected_naming_the_field(producer_factory, vhost, payload, status, field):
-    connection, queue = await probe_queue(vhost.url)
+async def test_invalid_signups_are_rejected_naming_the_field(producer_factory, module_vhost, payload, status, field):
+    connection, queue = await probe_queue(module_vhost.url)  # exclusive: gone with the connection
     try:
-        async with producer_factory() as producer:
+        async with producer_factory(module_vhost.url) as producer:
             await producer.wait_ready()
             response = await producer.client.post("/v1/signups", json=payload)
             assert response.status_code == status, response.text
@@ -134,11 +134,11 @@ RAW_REQUESTS = [
 
 
 @pytest.mark.parametrize("raw,content_type,status,error", RAW_REQUESTS)
-async def test_malformed_requests_get_clear_errors_and_publish_nothing(producer_factory, vhost, raw, content_type,
-                                                                        status, error):
-    connection, queue = await probe_queue(vhost.url)
+async def test_malformed_requests_get_clear_errors_and_publish_nothing(producer_factory, module_vhost, raw,
+                                                                        content_type, status, error):
+    connection, queue = await probe_queue(module_vhost.url)
     try:
-        async with producer_factory() as producer:
+        async with producer_factory(module_vhost.url) as producer:
             await producer.wait_ready()
             response = await producer.client.post("/v1/signups", content=raw, headers={"Content-Type": content_type})
             assert response.status_code == status, response.text

@@ -1,0 +1,1106 @@
+"""`make bench`: the welcome-mail benchmarks against the real RabbitMQ and Postfix's smtp-sink.
+
+Runs five measurements, each contender at least three times, interleaved (A B C, A B C, A B C) so the noise of
+this shared machine spreads over all of them, and every comparison is a ratio of figures from the same round:
+
+1. consumer: drain N queued signups into smtp-sink (ours at LOG_LEVEL info and warning, Celery, Dramatiq, a bare
+   aio-pika ceiling; 1 and 2 processes);
+2. producer: POST /v1/signups with wrk, 64 connections (ours, a minimal Starlette ceiling, the same endpoint
+   enqueueing a Celery task);
+3. end to end: paced load at half the measured maximum, POST -> SMTP accepted (per message, by Message-ID);
+4. horizontal scaling against an SMTP server that takes 50 ms per mail;
+5. RSS of one email-service with 200,000 messages waiting against 1,000.
+
+Prints one table and writes tests/bench/results.json and tests/bench/RESULTS.md. Every process it starts is in its
+own process group and is stopped on exit (also on Ctrl-C); the RabbitMQ vhosts it creates are deleted.
+Loopback only. Run it through `make bench` (which installs .venv-bench and the Debian packages first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import amqp
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = ROOT / "tests" / "bench"
+PEERS = HERE / "peers"
+SVC_BIN = ROOT / ".venv" / "bin"
+BENCH_PY = sys.executable
+BROKER_HOST = "127.0.0.1:5672"
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+DEADLINE_SECONDS = 20 * 60  # hard bound on the whole run; normally it takes well under 10 minutes
+MB = 1024 * 1024
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------------- processes
+
+class Procs:
+    """Every process the benchmark starts: own process group, log file in the temp dir, stopped on exit."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.live: list[subprocess.Popen] = []
+        self.counter = 0
+
+    def start(self, name: str, cmd: list[str], env: dict | None = None, cwd: Path | None = None,
+              stdout=None) -> subprocess.Popen:
+        self.counter += 1
+        out = stdout if stdout is not None else open(self.tmp / f"{self.counter:03d}-{name}.log", "wb")
+        full_env = {**os.environ, **(env or {})}
+        proc = subprocess.Popen(cmd, env=full_env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT if stdout is None
+                                else subprocess.DEVNULL, start_new_session=True)
+        proc.bench_name = name  # type: ignore[attr-defined]
+        self.live.append(proc)
+        return proc
+
+    def stop(self, *procs: subprocess.Popen, timeout: float = 10.0) -> None:
+        """SIGTERM to each leader (graceful), then SIGKILL to the whole group of anything still there."""
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            if proc in self.live:
+                self.live.remove(proc)
+
+    def stop_all(self) -> None:
+        self.stop(*list(self.live), timeout=5)
+
+
+class TreeMonitor(threading.Thread):
+    """Samples the summed RSS of some processes and all their children; gives CPU-time snapshots."""
+
+    def __init__(self, pids: list[int], interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.roots = [psutil.Process(pid) for pid in pids]
+        self.interval = interval
+        self.peak_rss = 0
+        self.samples: list[int] = []
+        self._halt = threading.Event()
+
+    def processes(self) -> list[psutil.Process]:
+        out = []
+        for root in self.roots:
+            with contextlib.suppress(psutil.Error):
+                out.append(root)
+                out.extend(root.children(recursive=True))
+        return out
+
+    def rss(self) -> int:
+        total = 0
+        for proc in self.processes():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def cpu(self) -> dict[int, float]:
+        out = {}
+        for proc in self.processes():
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                out[proc.pid] = t.user + t.system + t.children_user + t.children_system
+        return out
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            rss = self.rss()
+            self.samples.append(rss)
+            self.peak_rss = max(self.peak_rss, rss)
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=2)
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(after[pid] - before.get(pid, 0.0) for pid in after)
+
+
+# --------------------------------------------------------------------------------------------------- broker
+
+def rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True,
+                          timeout=120).stdout
+
+
+class Broker:
+    """A py-amqp connection to one vhost: fast publishing without confirms, depth, purge."""
+
+    def __init__(self, vhost: str) -> None:
+        self.vhost = vhost
+        self.url = f"amqp://guest:guest@{BROKER_HOST}/{vhost}"
+        self.conn = amqp.Connection(host=BROKER_HOST, userid="guest", password="guest", virtual_host=vhost)
+        self.conn.connect()
+        self.ch = self.conn.channel()
+
+    def depth(self, queue: str) -> tuple[int, int]:
+        _, messages, consumers = self.ch.queue_declare(queue, passive=True)
+        return messages, consumers
+
+    def purge(self, queue: str) -> None:
+        self.ch.queue_purge(queue)
+
+    def publish(self, exchange: str, routing_key: str, messages) -> int:
+        n = 0
+        for body, props in messages:
+            self.ch.basic_publish(amqp.Message(body, **props), exchange=exchange, routing_key=routing_key)
+            n += 1
+        return n
+
+    def wait_depth(self, queue: str, at_least: int, timeout: float = 120.0) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            messages, _ = self.depth(queue)
+            if messages >= at_least or time.monotonic() > deadline:
+                return messages
+            time.sleep(0.05)
+
+    def wait_consumers(self, queue: str, count: int, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.depth(queue)[1] >= count:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+def declare_topology(url: str) -> None:
+    """What email-service declares at start-up (the same delays it uses by default), so messages can wait."""
+    import aio_pika
+    from email_service.retry import RetryPolicy
+    from email_service.topology import declare
+
+    async def go() -> None:
+        connection = await aio_pika.connect(url)
+        try:
+            await declare(await connection.channel(), RetryPolicy(max_attempts=5, delays=(1, 5, 30, 120, 600)))
+        finally:
+            await connection.close()
+
+    asyncio.run(go())
+
+
+def declare_peer_queues(broker: Broker) -> None:
+    # Celery's default queue exactly as kombu declares it: direct exchange `celery`, durable classic queue.
+    broker.ch.exchange_declare("celery", "direct", durable=True, auto_delete=False)
+    broker.ch.queue_declare("celery", durable=True, auto_delete=False)
+    broker.ch.queue_bind("celery", "celery", "celery")
+    # Dramatiq's queues with Dramatiq's own arguments.
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    rb = RabbitmqBroker(url=broker.url)
+    rb.declare_queue("default", ensure=True)
+    rb.close()
+
+
+# --------------------------------------------------------------------------------------------------- messages
+
+NAMES = [("Ada Lovelace", "en"), ("Grace Hopper", "en"), ("Alan Turing", "en"), ("李雷", "zh-CN")]
+
+
+def signups(n: int):
+    for i in range(n):
+        name, locale = NAMES[i % len(NAMES)]
+        yield str(uuid.uuid4()), f"user{i}@example.com", name, locale
+
+
+def our_messages(n: int):
+    for event_id, email, name, locale in signups(n):
+        now = datetime.now(timezone.utc)
+        body = json.dumps({
+            "schema_version": 1, "event_type": "user.signed_up", "event_id": event_id,
+            "occurred_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "user": {"email": email, "name": name, "locale": locale}}, ensure_ascii=False,
+            separators=(",", ":")).encode()
+        cid = uuid.uuid4().hex
+        yield body, {"content_type": "application/json", "content_encoding": "utf-8", "delivery_mode": 2,
+                     "message_id": event_id, "correlation_id": cid, "type": "user.signed_up",
+                     "app_id": "producer-service", "application_headers": {"x-correlation-id": cid}}
+
+
+def celery_messages(n: int):
+    from celery_worker import app
+    from kombu.serialization import dumps
+
+    for event_id, email, name, locale in signups(n):
+        msg = app.amqp.as_task_v2(event_id, "bench.send_welcome", args=[email, name, locale, event_id], kwargs={})
+        content_type, encoding, body = dumps(msg.body, serializer="json")
+        headers = {k: v for k, v in msg.headers.items() if v is not None}
+        yield body.encode() if isinstance(body, str) else body, {
+            "content_type": content_type, "content_encoding": encoding, "delivery_mode": 2, "priority": 0,
+            "correlation_id": event_id, "application_headers": headers}
+
+
+def dramatiq_messages(n: int):
+    import dramatiq
+
+    for event_id, email, name, locale in signups(n):
+        message = dramatiq.Message(queue_name="default", actor_name="send_welcome",
+                                   args=(email, name, locale, event_id), kwargs={}, options={})
+        yield message.encode(), {"delivery_mode": 2}
+
+
+# --------------------------------------------------------------------------------------------------- SMTP sinks
+
+class SmtpSink:
+    """Postfix's smtp-sink on a fresh port; `-c` prints `mesg=N` per message, read live to time the drain."""
+
+    def __init__(self, procs: Procs, delay_seconds: int | None = None) -> None:
+        self.port = free_port()
+        cmd = [SMTP_SINK, "-u", "nobody", "-c"]
+        if delay_seconds:
+            cmd += ["-w", str(delay_seconds)]
+        cmd += [f"127.0.0.1:{self.port}", "1024"]
+        self.procs = procs
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc.bench_name = "smtp-sink"  # type: ignore[attr-defined]
+        procs.live.append(self.proc)
+        self.count = 0
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                break
+            time.sleep(0.05)
+
+    def _read(self) -> None:
+        pattern = re.compile(rb"mesg=(\d+)")
+        fd = self.proc.stdout.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            found = pattern.findall(chunk)
+            if found:
+                with self.cond:
+                    self.count = int(found[-1])
+                    self.cond.notify_all()
+
+    def wait_count(self, n: int, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.count >= n, timeout=timeout)
+
+    def stop(self) -> None:
+        self.procs.stop(self.proc, timeout=2)
+
+
+class PySink:
+    """tests/bench/sink.py: fractional delays, and per-message acceptance times by Message-ID."""
+
+    def __init__(self, procs: Procs, delay: float = 0.0, record: bool = False) -> None:
+        self.port, self.control_port = free_port(), free_port()
+        cmd = [BENCH_PY, str(HERE / "sink.py"), "--port", str(self.port), "--control-port", str(self.control_port),
+               "--delay", str(delay), "--max-seconds", "900"] + (["--record"] if record else [])
+        self.procs = procs
+        self.proc = procs.start("pysink", cmd)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                self.sock = socket.create_connection(("127.0.0.1", self.control_port), timeout=10)
+                self.file = self.sock.makefile("rwb")
+                return
+            time.sleep(0.05)
+        raise RuntimeError("sink.py did not start")
+
+    def command(self, cmd: str):
+        self.file.write(cmd.encode() + b"\n")
+        self.file.flush()
+        return json.loads(self.file.readline())
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.sock.close()
+        self.procs.stop(self.proc, timeout=3)
+
+
+# --------------------------------------------------------------------------------------------------- HTTP helpers
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except OSError:
+        return 0, b""
+
+
+def http_post_signup(port: int, timeout: float = 2.0) -> int:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/signups", method="POST",
+                                 data=b'{"email": "ada@example.com", "name": "Ada Lovelace", "locale": "en"}',
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def histogram(metrics_text: str, name: str) -> dict[float, float]:
+    out = {}
+    for m in re.finditer(rf'^{name}_bucket{{le="([^"]+)"}} ([0-9.e+]+)$', metrics_text, re.M):
+        out[float(m.group(1))] = float(m.group(2))
+    return out
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """Prometheus' histogram_quantile (linear interpolation inside the bucket)."""
+    items = sorted(buckets.items())
+    if not items or items[-1][1] <= 0:
+        return None
+    total = items[-1][1]
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in items:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_count) / max(count - prev_count, 1e-9)
+        prev_le, prev_count = le, count
+    return None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = (len(values) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+# --------------------------------------------------------------------------------------------------- the bench
+
+class Bench:
+    def __init__(self, args, tmp: Path) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.procs = Procs(tmp)
+        self.vhosts: list[str] = []
+        self.results: dict = {"sections": {}}
+        self.tag = uuid.uuid4().hex[:8]
+
+    # ---- set-up and clean-up
+    def add_vhost(self, suffix: str) -> str:
+        name = f"wm-bench-{self.tag}-{suffix}"
+        self.vhosts.append(name)
+        rabbitmqctl("add_vhost", name)
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        return name
+
+    def delete_vhost(self, name: str) -> None:
+        if name in self.vhosts:
+            self.vhosts.remove(name)
+            with contextlib.suppress(Exception):
+                rabbitmqctl("delete_vhost", name)
+
+    def cleanup(self) -> None:
+        self.procs.stop_all()
+        for name in list(self.vhosts):
+            self.delete_vhost(name)
+
+    def versions(self) -> dict:
+        def dist(name: str) -> str:
+            try:
+                return importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                return "-"
+
+        svc = json.loads(subprocess.run(
+            [str(SVC_BIN / "python"), "-c",
+             "import importlib.metadata as m, json, platform; print(json.dumps({'python': platform.python_version(), "
+             "**{n: m.version(n) for n in ('aio-pika', 'aiormq', 'aiosmtplib', 'uvicorn', 'starlette', 'uvloop', "
+             "'httptools', 'prometheus-client', 'producer-service', 'email-service')}}))"],
+            check=True, capture_output=True, text=True).stdout)
+        props = self.broker.conn.server_properties
+        wrk_v = subprocess.run([WRK, "-v"], capture_output=True, text=True).stdout.split("\n")[0].strip()
+        postfix = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "postfix"], capture_output=True,
+                                 text=True).stdout.strip()
+        cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                          if line.startswith("model name")), platform.processor())
+        return {
+            "machine": {"nproc": os.cpu_count(), "cpu_model": cpu_model, "kernel": platform.release(),
+                        "memory_gib": round(psutil.virtual_memory().total / 1024 ** 3, 1),
+                        "os": Path("/etc/debian_version").read_text().strip() if Path("/etc/debian_version").exists()
+                        else platform.platform()},
+            "services (.venv)": svc,
+            "peers (.venv-bench)": {"python": platform.python_version(), "celery": dist("celery"),
+                                    "kombu": dist("kombu"), "dramatiq": dist("dramatiq"), "pika": dist("pika"),
+                                    "aio-pika": dist("aio-pika"), "aiosmtplib": dist("aiosmtplib"),
+                                    "uvicorn": dist("uvicorn"), "starlette": dist("starlette"),
+                                    "uvloop": dist("uvloop"), "psutil": dist("psutil")},
+            "rabbitmq": {"version": props.get("version"), "platform": props.get("platform")},
+            "tools": {"wrk": wrk_v, "postfix (smtp-sink)": postfix},
+        }
+
+    # ---- starting contenders
+    def email_service(self, sink_port: int, concurrency: int, log_level: str = "info", vhost: str | None = None,
+                      pool: int | None = None) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        env = {"AMQP_URL": f"amqp://guest:guest@{BROKER_HOST}/{vhost or self.vhost}", "SMTP_HOST": "127.0.0.1",
+               "SMTP_PORT": str(sink_port), "SMTP_SECURITY": "none", "METRICS_HOST": "127.0.0.1",
+               "METRICS_PORT": str(port), "CONCURRENCY": str(concurrency), "LOG_LEVEL": log_level,
+               "SHUTDOWN_TIMEOUT_SECONDS": "5"}
+        if pool is not None:
+            env["SMTP_POOL_SIZE"] = str(pool)
+        return self.procs.start("email-service", [str(SVC_BIN / "email-service"), "run"], env=env), port
+
+    def peer_env(self, sink_port: int) -> dict:
+        return {"BENCH_AMQP_URL": self.broker.url, "BENCH_SMTP_PORT": str(sink_port),
+                "PYTHONPATH": str(PEERS), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def start_consumers(self, kind: str, processes: int, sink_port: int) -> list[subprocess.Popen]:
+        bin_dir = Path(BENCH_PY).parent
+        if kind in ("ours-info", "ours-warning"):
+            level = "info" if kind == "ours-info" else "warning"
+            return [self.email_service(sink_port, self.concurrency, level)[0] for _ in range(processes)]
+        if kind == "ceiling":
+            return [self.procs.start("ceiling", [BENCH_PY, str(PEERS / "ceiling_consumer.py")],
+                                     env=self.peer_env(sink_port)) for _ in range(processes)]
+        if kind == "celery":
+            return [self.procs.start("celery", [
+                str(bin_dir / "celery"), "-A", "celery_worker", "worker", "-P", "prefork", "-c", str(processes),
+                "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning",
+                "-n", f"bench{self.tag}@%h"], env=self.peer_env(sink_port), cwd=PEERS)]
+        if kind == "dramatiq":
+            return [self.procs.start("dramatiq", [str(bin_dir / "dramatiq"), "dramatiq_worker", "-p", str(processes)],
+                                     env=self.peer_env(sink_port), cwd=PEERS)]
+        raise ValueError(kind)
+
+    QUEUES = {"ours-info": "email.welcome", "ours-warning": "email.welcome", "ceiling": "email.welcome",
+              "celery": "celery", "dramatiq": "default"}
+
+    def fill(self, kind: str, n: int, broker: Broker | None = None) -> None:
+        broker = broker or self.broker
+        queue = self.QUEUES[kind]
+        broker.purge(queue)
+        if kind == "celery":
+            broker.publish("celery", "celery", celery_messages(n))
+        elif kind == "dramatiq":
+            broker.publish("", "default", dramatiq_messages(n))
+        else:
+            broker.publish("signups", "user.signed_up", our_messages(n))
+        got = broker.wait_depth(queue, n)
+        if got < n:
+            raise RuntimeError(f"queue {queue} holds {got} of {n} messages")
+
+    # ---- 1. consumer throughput
+    def drain(self, kind: str, processes: int, n: int) -> dict:
+        queue = self.QUEUES[kind]
+        wall = time.monotonic()
+        self.fill(kind, n)
+        sink = SmtpSink(self.procs)
+        workers = self.start_consumers(kind, processes, sink.port)
+        monitor = TreeMonitor([w.pid for w in workers])
+        monitor.start()
+        expected = 1 if kind == "celery" else processes
+        try:
+            if not self.broker.wait_consumers(queue, expected, timeout=60):
+                raise RuntimeError(f"{kind}: {expected} consumers did not register")
+            t_start = time.monotonic()
+            done_before = sink.count
+            cpu0 = monitor.cpu()
+            if not sink.wait_count(n, timeout=max(60.0, n / 50)):
+                raise RuntimeError(f"{kind} x{processes}: only {sink.count} of {n} mails arrived")
+            t_end = time.monotonic()
+            cpu1 = monitor.cpu()
+        finally:
+            monitor.stop()
+            self.procs.stop(*workers, timeout=15)
+            sink.stop()
+            self.broker.purge(queue)
+        mails = n - done_before
+        seconds = t_end - t_start
+        return {"kind": kind, "processes": processes, "n": n, "measured_mails": mails, "seconds": round(seconds, 3),
+                "mails_per_s": round(mails / seconds, 1),
+                "cpu_s_per_1000": round(cpu_delta(cpu0, cpu1) / mails * 1000, 3),
+                "peak_rss_mb": round(monitor.peak_rss / MB, 1), "wall_s": round(time.monotonic() - wall, 1)}
+
+    def section_consumer(self) -> None:
+        n, runs = self.args.n, self.args.runs
+        sec = self.results["sections"]["consumer"] = {"n_per_run": n, "runs": [], "concurrency_trial": []}
+        if self.args.concurrency:
+            self.concurrency = self.args.concurrency
+        else:
+            log("1. consumer: picking CONCURRENCY for the email-service (8/16/32, once each, 1 process)")
+            best = None
+            for c in (8, 16, 32):
+                self.concurrency = c
+                r = self.drain("ours-info", 1, n)
+                r["concurrency"] = c
+                sec["concurrency_trial"].append(r)
+                log(f"   CONCURRENCY={c}: {r['mails_per_s']} mails/s")
+                if best is None or r["mails_per_s"] > best[1]:
+                    best = (c, r["mails_per_s"])
+            self.concurrency = best[0]
+        sec["concurrency"] = self.concurrency
+        kinds = ["ours-info", "ours-warning", "celery", "dramatiq", "ceiling"]
+        for run in range(runs):
+            for processes in (1, 2):
+                for kind in kinds:
+                    r = self.drain(kind, processes, n)
+                    r["run"] = run
+                    sec["runs"].append(r)
+                    log(f"1. consumer run {run + 1}/{runs}: {kind} x{processes}: {r['mails_per_s']} mails/s, "
+                        f"{r['cpu_s_per_1000']} CPU s/1000, peak RSS {r['peak_rss_mb']} MB")
+        summary, ratios = {}, {}
+        for processes in (1, 2):
+            for kind in kinds:
+                rows = [r for r in sec["runs"] if r["kind"] == kind and r["processes"] == processes]
+                summary[f"{kind} x{processes}"] = {
+                    "mails_per_s": median(r["mails_per_s"] for r in rows),
+                    "cpu_s_per_1000": median(r["cpu_s_per_1000"] for r in rows),
+                    "peak_rss_mb": median(r["peak_rss_mb"] for r in rows)}
+
+            def ratio(a: str, b: str) -> float:
+                per_run = []
+                for run in range(runs):
+                    ra = next(r for r in sec["runs"] if r["kind"] == a and r["processes"] == processes and r["run"] == run)
+                    rb = next(r for r in sec["runs"] if r["kind"] == b and r["processes"] == processes and r["run"] == run)
+                    per_run.append(ra["mails_per_s"] / rb["mails_per_s"])
+                return round(median(per_run), 3)
+
+            for ours in ("ours-info", "ours-warning"):
+                for other in ("celery", "dramatiq", "ceiling"):
+                    ratios[f"{ours}/{other} x{processes}"] = ratio(ours, other)
+            ratios[f"ours-warning/ours-info x{processes}"] = ratio("ours-warning", "ours-info")
+        sec["summary"], sec["ratios"] = summary, ratios
+
+    # ---- 2. producer
+    def start_producer(self, kind: str, log_level: str = "INFO") -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        bin_dir = Path(BENCH_PY).parent
+        if kind == "ours":
+            proc = self.procs.start("producer", [str(SVC_BIN / "producer-service")], env={
+                "AMQP_URL": self.broker.url, "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port),
+                "LOG_LEVEL": log_level})
+            ok = wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 30, 0.1)
+        else:
+            module = {"ceiling": "ceiling_app:app", "celery": "celery_app:app"}[kind]
+            proc = self.procs.start(f"app-{kind}", [
+                str(bin_dir / "uvicorn"), module, "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+                "--http", "httptools", "--no-access-log", "--log-level", "warning", "--workers", "1"],
+                env=self.peer_env(25), cwd=PEERS)
+            ok = wait_until(lambda: http_post_signup(port) == 202, 30, 0.1)
+        if not ok:
+            raise RuntimeError(f"producer {kind} did not come up")
+        return proc, port
+
+    def wrk(self, port: int, seconds: float) -> dict:
+        out = subprocess.run([WRK, "-t1", "-c64", f"-d{seconds}s", "--latency", "-s", str(HERE / "post.lua"),
+                              f"http://127.0.0.1:{port}/v1/signups"], capture_output=True, text=True,
+                             timeout=seconds + 30).stdout
+
+        def ms(text: str) -> float:
+            value, unit = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text).groups()
+            return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+        rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+        lat = {p: ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M)}
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        errors = re.search(r"Socket errors: (.*)", out)
+        total = int(re.search(r"(\d+) requests in", out).group(1))
+        return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"), "requests": total,
+                "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else ""}
+
+    def section_producer(self) -> None:
+        runs, seconds = self.args.runs, self.args.wrk_seconds
+        sec = self.results["sections"]["producer"] = {"wrk": f"wrk -t1 -c64 -d{seconds}s --latency -s post.lua",
+                                                      "runs": []}
+        kinds = ["ours", "ceiling", "celery"]
+        for run in range(runs):
+            for kind in kinds:
+                self.broker.purge("email.welcome")
+                self.broker.purge("celery")
+                proc, port = self.start_producer(kind)
+                monitor = TreeMonitor([proc.pid])
+                try:
+                    self.wrk(port, 1)  # warm-up, discarded
+                    self.broker.purge("email.welcome")
+                    self.broker.purge("celery")
+                    cpu0 = monitor.cpu()
+                    r = self.wrk(port, seconds)
+                    cpu1 = monitor.cpu()
+                finally:
+                    self.procs.stop(proc, timeout=15)
+                    self.broker.purge("email.welcome")
+                    self.broker.purge("celery")
+                r.update(kind=kind, run=run, cpu_s_per_1000=round(cpu_delta(cpu0, cpu1) / max(r["requests"], 1) * 1000, 3))
+                sec["runs"].append(r)
+                log(f"2. producer run {run + 1}/{runs}: {kind}: {r['rps']} req/s, p50 {r['p50_ms']} ms, "
+                    f"p99 {r['p99_ms']} ms, non-2xx {r['non_2xx']}")
+        summary = {}
+        for kind in kinds:
+            rows = [r for r in sec["runs"] if r["kind"] == kind]
+            summary[kind] = {key: median(r[key] for r in rows) for key in ("rps", "p50_ms", "p99_ms", "cpu_s_per_1000")}
+            summary[kind]["non_2xx"] = sum(r["non_2xx"] for r in rows)
+
+        def per_run(a: str, b: str, key: str) -> float:
+            vals = []
+            for run in range(runs):
+                ra = next(r for r in sec["runs"] if r["kind"] == a and r["run"] == run)
+                rb = next(r for r in sec["runs"] if r["kind"] == b and r["run"] == run)
+                vals.append(ra[key] / rb[key])
+            return round(median(vals), 3)
+
+        sec["summary"] = summary
+        sec["ratios"] = {"ours/ceiling rps": per_run("ours", "ceiling", "rps"),
+                         "ours/ceiling p99": per_run("ours", "ceiling", "p99_ms"),
+                         "ours/celery rps": per_run("ours", "celery", "rps"),
+                         "ours/celery p99": per_run("ours", "celery", "p99_ms")}
+
+    # ---- 3. end to end
+    def section_e2e(self) -> None:
+        runs, seconds = self.args.runs, self.args.e2e_seconds
+        prod = self.results["sections"].get("producer", {}).get("summary", {}).get("ours", {}).get("rps")
+        cons = self.results["sections"].get("consumer", {}).get("summary", {}).get("ours-info x1", {}).get("mails_per_s")
+        maximum = min(x for x in (prod, cons, self.args.e2e_max) if x)
+        rate = round(maximum / 2)
+        sec = self.results["sections"]["e2e"] = {"rate": rate, "basis": {"producer_rps": prod,
+                                                                         "consumer_1p_mails_per_s": cons},
+                                                 "seconds": seconds, "runs": []}
+        log(f"3. end to end: {rate} signups/s (half of min(producer {prod}, consumer x1 {cons}))")
+        self.broker.purge("email.welcome")
+        sink = PySink(self.procs, record=True)
+        svc, metrics_port = self.email_service(sink.port, self.concurrency, "info")
+        producer, port = self.start_producer("ours")
+        try:
+            if not wait_until(lambda: http_get(f"http://127.0.0.1:{metrics_port}/readyz")[0] == 200, 30):
+                raise RuntimeError("email-service not ready")
+            self.loadgen(port, rate, 2.0)  # warm-up, discarded
+            time.sleep(0.5)
+            for run in range(runs):
+                sink.command("RESET")
+                m0 = histogram(http_get(f"http://127.0.0.1:{metrics_port}/metrics")[1].decode(),
+                               "email_end_to_end_seconds")
+                sent = self.loadgen(port, rate, seconds)
+                accepted_ids = [r["event_id"] for r in sent if r["status"] == 202]
+                wait_until(lambda: sink.command("STATS")["count"] >= len(accepted_ids), 15, 0.1)
+                accepted = sink.command("DUMP")
+                m1 = histogram(http_get(f"http://127.0.0.1:{metrics_port}/metrics")[1].decode(),
+                               "email_end_to_end_seconds")
+                lat = []
+                for r in sent:
+                    ts = accepted.get(f"{r['event_id']}@example.com") if r["event_id"] else None
+                    if ts is not None:
+                        lat.append((ts - r["sent"]) * 1000)
+                http = [(r["answered"] - r["sent"]) * 1000 for r in sent if r["status"] == 202]
+                buckets = {le: m1[le] - m0.get(le, 0) for le in m1}
+                total = buckets.get(float("inf"), 0)
+                row = {"run": run, "requests": len(sent), "accepted_202": len(accepted_ids), "mails_matched": len(lat),
+                       "achieved_rate": round(len(sent) / seconds, 1),
+                       "p50_ms": round(percentile(lat, 0.5), 2), "p99_ms": round(percentile(lat, 0.99), 2),
+                       "max_ms": round(max(lat), 2),
+                       "http_p50_ms": round(percentile(http, 0.5), 2), "http_p99_ms": round(percentile(http, 0.99), 2),
+                       "generator_late_over_5ms": sum(1 for r in sent if r["lag"] > 0.005),
+                       "histogram_p50_ms": round((histogram_quantile(0.5, buckets) or 0) * 1000, 1),
+                       "histogram_p99_ms": round((histogram_quantile(0.99, buckets) or 0) * 1000, 1),
+                       "histogram_share_within_50ms": round(buckets.get(0.05, 0) / total, 4) if total else None}
+                sec["runs"].append(row)
+                log(f"3. e2e run {run + 1}/{runs}: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms "
+                    f"({row['mails_matched']}/{row['requests']} matched; histogram p99 ~{row['histogram_p99_ms']} ms, "
+                    f"{row['histogram_share_within_50ms']} within 50 ms)")
+        finally:
+            self.procs.stop(producer, svc, timeout=15)
+            sink.stop()
+            self.broker.purge("email.welcome")
+        sec["summary"] = {key: median(r[key] for r in sec["runs"]) for key in
+                          ("p50_ms", "p99_ms", "max_ms", "http_p50_ms", "http_p99_ms", "achieved_rate",
+                           "histogram_p99_ms", "histogram_share_within_50ms")}
+
+    def loadgen(self, port: int, rate: float, seconds: float) -> list[dict]:
+        out = self.tmp / f"loadgen-{uuid.uuid4().hex[:6]}.jsonl"
+        subprocess.run([BENCH_PY, str(HERE / "loadgen.py"), "--port", str(port), "--rate", str(rate),
+                        "--duration", str(seconds), "--connections", "64", "--out", str(out)],
+                       check=True, timeout=seconds + 60, start_new_session=True)
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        out.unlink()
+        return rows
+
+    # ---- 4. horizontal scaling with a slow SMTP server
+    def section_scaling(self) -> None:
+        runs, window, delay = self.args.runs, self.args.scaling_seconds, 0.05
+        sec = self.results["sections"]["scaling"] = {"smtp_delay_s": delay, "window_s": window, "runs": []}
+        sink = PySink(self.procs, delay=delay)
+
+        def measure(label: str, procs: list, ports: list[int], run: int) -> None:
+            wait_until(lambda: all(http_get(f"http://127.0.0.1:{p}/readyz")[0] == 200 for p in ports), 60, 0.1)
+            time.sleep(1.0)
+            s0, t0 = sink.command("STATS")["count"], time.monotonic()
+            time.sleep(window)
+            s1, t1 = sink.command("STATS")["count"], time.monotonic()
+            rate = (s1 - s0) / (t1 - t0)
+            sec["runs"].append({"config": label, "run": run, "mails_per_s": round(rate, 2)})
+            log(f"4. scaling run {run + 1}/{runs}: {label}: {rate:.1f} mails/s")
+
+        try:
+            for run in range(runs):
+                self.broker.purge("email.welcome")
+                self.fill("ours-info", 6000)
+                started = [self.email_service(sink.port, 1) for _ in range(8)]
+                alive = list(started)
+                for k in (8, 4, 2, 1):
+                    while len(alive) > k:
+                        self.procs.stop(alive.pop()[0], timeout=10)
+                    measure(f"{k} process{'es' if k > 1 else ''} x CONCURRENCY=1", [p for p, _ in alive],
+                            [port for _, port in alive], run)
+                self.procs.stop(*[p for p, _ in alive], timeout=10)
+                for label, pool in (("1 process x CONCURRENCY=16 (default pool: 8)", None),
+                                    ("1 process x CONCURRENCY=16, SMTP_POOL_SIZE=16", 16)):
+                    proc, port = self.email_service(sink.port, 16, pool=pool)
+                    measure(label, [proc], [port], run)
+                    self.procs.stop(proc, timeout=10)
+        finally:
+            sink.stop()
+            self.broker.purge("email.welcome")
+        labels = list(dict.fromkeys(r["config"] for r in sec["runs"]))
+        sec["summary"] = {label: median(r["mails_per_s"] for r in sec["runs"] if r["config"] == label)
+                          for label in labels}
+        eff = {}
+        one = "1 process x CONCURRENCY=1"
+        for label in labels:
+            vals = []
+            for run in range(runs):
+                base = next(r["mails_per_s"] for r in sec["runs"] if r["config"] == one and r["run"] == run)
+                this = next(r["mails_per_s"] for r in sec["runs"] if r["config"] == label and r["run"] == run)
+                k = int(label.split()[0]) if "CONCURRENCY=1" in label and "16" not in label else 1
+                vals.append(this / (k * base))
+            eff[label] = round(median(vals), 3)
+        sec["efficiency_or_speedup"] = eff
+
+    # ---- 5. memory under backlog
+    def section_memory(self) -> None:
+        runs = self.args.runs
+        big = self.args.backlog
+        sec = self.results["sections"]["memory"] = {"backlogs": [1000, big], "runs": []}
+        vhost_big = self.add_vhost("backlog")
+        declare_topology(f"amqp://guest:guest@{BROKER_HOST}/{vhost_big}")
+        broker_big = Broker(vhost_big)
+        sink = SmtpSink(self.procs, delay_seconds=1)
+        try:
+            t = time.monotonic()
+            self.fill("ours-info", 1000)
+            broker_big.purge("email.welcome")
+            published = 0
+            while published < big:
+                published += broker_big.publish("signups", "user.signed_up", our_messages(min(10000, big - published)))
+            got = broker_big.wait_depth("email.welcome", big, timeout=180)
+            sec["fill_seconds"] = round(time.monotonic() - t, 1)
+            log(f"5. memory: {got} messages waiting in {vhost_big} (filled in {sec['fill_seconds']} s), 1000 in "
+                f"{self.vhost}; smtp-sink -w 1 (1 s per mail), CONCURRENCY=16")
+            for run in range(runs):
+                for label, vhost, broker in (("1k", self.vhost, self.broker), ("big", vhost_big, broker_big)):
+                    proc, port = self.email_service(sink.port, 16, vhost=vhost)
+                    try:
+                        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 30, 0.1)
+                        time.sleep(2.0)
+                        monitor = TreeMonitor([proc.pid], interval=0.2)
+                        monitor.start()
+                        time.sleep(4.0)
+                        monitor.stop()
+                        waiting = broker.depth("email.welcome")[0]
+                    finally:
+                        self.procs.stop(proc, timeout=10)
+                    row = {"backlog": label, "run": run, "waiting": waiting,
+                           "rss_mb_peak": round(monitor.peak_rss / MB, 1),
+                           "rss_mb_median": round(median(monitor.samples) / MB, 1)}
+                    sec["runs"].append(row)
+                    log(f"5. memory run {run + 1}/{runs}: {waiting} waiting: RSS {row['rss_mb_peak']} MB (peak)")
+        finally:
+            sink.stop()
+            broker_big.close()
+            self.delete_vhost(vhost_big)
+            self.broker.purge("email.welcome")
+        ratios = []
+        for run in range(runs):
+            small = next(r for r in sec["runs"] if r["backlog"] == "1k" and r["run"] == run)
+            large = next(r for r in sec["runs"] if r["backlog"] == "big" and r["run"] == run)
+            ratios.append(large["rss_mb_peak"] / small["rss_mb_peak"])
+        sec["summary"] = {
+            "rss_mb_1k": median(r["rss_mb_peak"] for r in sec["runs"] if r["backlog"] == "1k"),
+            "rss_mb_big": median(r["rss_mb_peak"] for r in sec["runs"] if r["backlog"] == "big"),
+            "waiting_big": median(r["waiting"] for r in sec["runs"] if r["backlog"] == "big"),
+            "ratio_big_over_1k": round(median(ratios), 3)}
+
+    # ---- run everything
+    def run(self) -> None:
+        started = time.monotonic()
+        self.vhost = self.add_vhost("main")
+        self.broker = Broker(self.vhost)
+        declare_topology(self.broker.url)
+        declare_peer_queues(self.broker)
+        os.environ["BENCH_AMQP_URL"] = self.broker.url
+        sys.path.insert(0, str(PEERS))
+        self.concurrency = self.args.concurrency or 16
+        self.results["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        self.results["versions"] = self.versions()
+        self.results["load_average_start"] = os.getloadavg()
+        self.results["settings"] = {k: v for k, v in vars(self.args).items()}
+        sections = self.args.sections.split(",")
+        for name, fn in (("consumer", self.section_consumer), ("producer", self.section_producer),
+                         ("e2e", self.section_e2e), ("scaling", self.section_scaling),
+                         ("memory", self.section_memory)):
+            if name in sections:
+                t = time.monotonic()
+                fn()
+                self.results.setdefault("section_seconds", {})[name] = round(time.monotonic() - t, 1)
+        self.results["load_average_end"] = os.getloadavg()
+        self.results["total_seconds"] = round(time.monotonic() - started, 1)
+        self.broker.close()
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+def goals(res: dict) -> list[dict]:
+    s = res["sections"]
+    out = []
+
+    def add(goal: str, measured: str, met: bool | None) -> None:
+        out.append({"goal": goal, "measured": measured, "met": met})
+
+    if "consumer" in s:
+        r = s["consumer"]["ratios"]
+        for p in (1, 2):
+            add(f"consumer x{p}: >= 3x Celery mails/s", f"{r[f'ours-info/celery x{p}']}x (LOG_LEVEL=info), "
+                f"{r[f'ours-warning/celery x{p}']}x (warning)", r[f"ours-info/celery x{p}"] >= 3)
+            add(f"consumer x{p}: >= 85% of the ceiling", f"{r[f'ours-info/ceiling x{p}']:.0%} (info), "
+                f"{r[f'ours-warning/ceiling x{p}']:.0%} (warning)", r[f"ours-info/ceiling x{p}"] >= 0.85)
+    if "producer" in s:
+        r = s["producer"]["ratios"]
+        add("producer: >= 85% of the ceiling app's req/s", f"{r['ours/ceiling rps']:.0%}", r["ours/ceiling rps"] >= 0.85)
+        add("producer: p99 <= 1.5x the ceiling's p99", f"{r['ours/ceiling p99']}x", r["ours/ceiling p99"] <= 1.5)
+    if "e2e" in s:
+        p99 = s["e2e"]["summary"]["p99_ms"]
+        add(f"end to end p99 < 50 ms at half load ({s['e2e']['rate']}/s)", f"{p99} ms", p99 < 50)
+    if "scaling" in s:
+        e = s["scaling"]["efficiency_or_speedup"]
+        eff8 = e["8 processes x CONCURRENCY=1"]
+        add("scaling efficiency >= 90% at 8 processes (50 ms SMTP)", f"{eff8:.0%}", eff8 >= 0.9)
+        for label in ("1 process x CONCURRENCY=16 (default pool: 8)", "1 process x CONCURRENCY=16, SMTP_POOL_SIZE=16"):
+            add(f"{label}: >= 12x CONCURRENCY=1", f"{e[label]}x", e[label] >= 12)
+    if "memory" in s:
+        m = s["memory"]["summary"]
+        add(f"RSS flat with {m['waiting_big']:,} waiting vs 1,000 (within 10%)",
+            f"{m['rss_mb_big']} MB vs {m['rss_mb_1k']} MB ({m['ratio_big_over_1k']}x)", m["ratio_big_over_1k"] <= 1.10)
+    rss = []
+    if "memory" in s:
+        rss.append(s["memory"]["summary"]["rss_mb_big"])
+    if "consumer" in s:
+        rss.append(s["consumer"]["summary"]["ours-info x1"]["peak_rss_mb"])
+    if rss:
+        add("RSS < 100 MB per email-service process", f"{max(rss)} MB (highest median peak)", max(rss) < 100)
+    return out
+
+
+def markdown(res: dict) -> str:
+    s = res["sections"]
+    v = res["versions"]
+    m = v["machine"]
+    svc, peers = v["services (.venv)"], v["peers (.venv-bench)"]
+    lines = [
+        "# welcome-mail benchmarks",
+        "",
+        f"Run {res['date']} by `make bench` ({res['total_seconds']:.0f} s). Machine: {m['nproc']} cores "
+        f"({m['cpu_model']}), {m['memory_gib']} GiB, Debian {m['os']}, kernel {m['kernel']}; shared with other "
+        f"jobs (load average {res['load_average_start'][0]:.1f} at the start, {res['load_average_end'][0]:.1f} at the "
+        f"end). Every figure is the median of {res['settings']['runs']} runs; contenders were interleaved "
+        "(A B C, A B C, ...) and every ratio is taken within one run, then the median of those ratios.",
+        "",
+        f"Versions: Python {svc['python']}; RabbitMQ {v['rabbitmq']['version']} ({v['rabbitmq']['platform']}); "
+        f"aio-pika {svc['aio-pika']}, aiosmtplib {svc['aiosmtplib']}, uvicorn {svc['uvicorn']}, "
+        f"starlette {svc['starlette']}, uvloop {svc['uvloop']}, httptools {svc['httptools']}; "
+        f"Celery {peers['celery']} (kombu {peers['kombu']}), Dramatiq {peers['dramatiq']} (pika {peers['pika']}); "
+        f"{v['tools']['wrk']}; Postfix smtp-sink {v['tools']['postfix (smtp-sink)']}.",
+        "",
+    ]
+    if "consumer" in s:
+        c = s["consumer"]
+        lines += [f"## 1. Consumer: drain {c['n_per_run']:,} queued signups into smtp-sink", "",
+                  f"Ours: `email-service run`, CONCURRENCY={c['concurrency']} (picked from 8/16/32: "
+                  + ", ".join(f"{t['concurrency']}: {t['mails_per_s']}/s" for t in c["concurrency_trial"])
+                  + "), SMTP_POOL_SIZE default (8), SMTP_SECURITY=none.", "",
+                  "| contender | processes | mails/s | CPU s / 1,000 mails | peak RSS (MB, all processes) |",
+                  "|---|---|---|---|---|"]
+        names = {"ours-info": "email-service, LOG_LEVEL=info", "ours-warning": "email-service, LOG_LEVEL=warning",
+                 "celery": "Celery prefork, acks_late, smtplib + EmailMessage",
+                 "dramatiq": "Dramatiq, 8 threads/process, smtplib + EmailMessage",
+                 "ceiling": "ceiling: bare aio-pika + aiosmtplib pool 16, pre-rendered"}
+        for p in (1, 2):
+            for kind, label in names.items():
+                row = c["summary"][f"{kind} x{p}"]
+                lines.append(f"| {label} | {p} | {row['mails_per_s']:.0f} | {row['cpu_s_per_1000']:.2f} | "
+                             f"{row['peak_rss_mb']:.0f} |")
+        r = c["ratios"]
+        lines += ["", "| ratio (same run, median) | 1 process | 2 processes |", "|---|---|---|"]
+        for key in ("ours-info/celery", "ours-info/dramatiq", "ours-info/ceiling", "ours-warning/celery",
+                    "ours-warning/ceiling", "ours-warning/ours-info"):
+            lines.append(f"| {key} | {r[key + ' x1']:.2f} | {r[key + ' x2']:.2f} |")
+        lines.append("")
+    if "producer" in s:
+        p = s["producer"]
+        lines += ["## 2. Producer: POST /v1/signups, 64 connections, 1 worker process", "",
+                  f"`{p['wrk']}` after a 1 s warm-up; the queue is purged between runs.", "",
+                  "| contender | req/s | p50 ms | p99 ms | CPU s / 1,000 requests (server) | non-2xx |", "|---|---|---|---|---|---|"]
+        names = {"ours": "producer-service (validation, metrics, log line, publish + confirm)",
+                 "ceiling": "ceiling: Starlette + 1 aio-pika publish with confirm",
+                 "celery": "Starlette + Celery send_task in the thread pool (confirm_publish)"}
+        for kind, label in names.items():
+            row = p["summary"][kind]
+            lines.append(f"| {label} | {row['rps']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+                         f"{row['cpu_s_per_1000']:.2f} | {row['non_2xx']} |")
+        r = p["ratios"]
+        lines += ["", f"Ratios (same run): ours/ceiling req/s {r['ours/ceiling rps']:.2f}, p99 {r['ours/ceiling p99']:.2f}x; "
+                  f"ours/Celery req/s {r['ours/celery rps']:.2f}, p99 {r['ours/celery p99']:.2f}x.", ""]
+    if "e2e" in s:
+        e = s["e2e"]
+        sm = e["summary"]
+        lines += [f"## 3. End to end at half load: {e['rate']} signups/s for {e['seconds']} s", "",
+                  "POST sent (paced open-loop generator, tests/bench/loadgen.py) until the SMTP server accepted the "
+                  "mail (tests/bench/sink.py, by Message-ID = event id); producer-service, 1 email-service "
+                  f"(CONCURRENCY={s.get('consumer', {}).get('concurrency', 16)}), both LOG_LEVEL=info.", "",
+                  "| p50 ms | p99 ms | max ms | HTTP p50 / p99 ms | achieved rate/s | email_end_to_end_seconds: p99 (interpolated) / share <= 50 ms |",
+                  "|---|---|---|---|---|---|",
+                  f"| {sm['p50_ms']:.1f} | {sm['p99_ms']:.1f} | {sm['max_ms']:.1f} | {sm['http_p50_ms']:.1f} / "
+                  f"{sm['http_p99_ms']:.1f} | {sm['achieved_rate']:.0f} | {sm['histogram_p99_ms']:.0f} ms / "
+                  f"{sm['histogram_share_within_50ms']:.1%} |", ""]
+    if "scaling" in s:
+        sc = s["scaling"]
+        lines += [f"## 4. Horizontal scaling: SMTP server answers each mail after {sc['smtp_delay_s'] * 1000:.0f} ms", "",
+                  "| configuration | mails/s | efficiency (N procs: rate / (N x rate at 1)); speedup for CONCURRENCY=16 |",
+                  "|---|---|---|"]
+        for label, rate in sc["summary"].items():
+            eff = sc["efficiency_or_speedup"][label]
+            shown = f"{eff:.0%}" if "CONCURRENCY=1" in label and "16" not in label else f"{eff:.1f}x"
+            lines.append(f"| {label} | {rate:.1f} | {shown} |")
+        lines.append("")
+    if "memory" in s:
+        mm = s["memory"]["summary"]
+        lines += ["## 5. Memory under backlog (one email-service, CONCURRENCY=16, smtp-sink -w 1)", "",
+                  "| messages waiting | RSS (MB, peak over 4 s) |", "|---|---|",
+                  f"| 1,000 | {mm['rss_mb_1k']:.1f} |", f"| {mm['waiting_big']:,} | {mm['rss_mb_big']:.1f} |", "",
+                  f"Ratio {mm['ratio_big_over_1k']:.3f}.", ""]
+    lines += ["## Goals", "", "| goal | measured | met |", "|---|---|---|"]
+    for g in res["goals"]:
+        lines.append(f"| {g['goal']} | {g['measured']} | {'met' if g['met'] else 'MISSED'} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--n", type=int, default=4000, help="signups per consumer drain")
+    p.add_argument("--concurrency", type=int, default=0, help="email-service CONCURRENCY (0: try 8/16/32, pick)")
+    p.add_argument("--wrk-seconds", type=int, default=8)
+    p.add_argument("--e2e-seconds", type=float, default=6.0)
+    p.add_argument("--e2e-max", type=float, default=0, help="use this maximum rate if sections 1-2 are skipped")
+    p.add_argument("--scaling-seconds", type=float, default=4.0)
+    p.add_argument("--backlog", type=int, default=200_000)
+    p.add_argument("--sections", default="consumer,producer,e2e,scaling,memory")
+    p.add_argument("--out", default=str(HERE), help="directory for results.json and RESULTS.md")
+    p.add_argument("--keep-logs", action="store_true")
+    args = p.parse_args()
+    for tool in (SMTP_SINK, WRK, shutil.which("rabbitmqctl")):
+        if not tool or not Path(tool).exists():
+            print(f"missing tool: {tool} (make bench installs postfix and wrk)", file=sys.stderr)
+            return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="wm-bench-"))
+    bench = Bench(args, tmp)
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.alarm(DEADLINE_SECONDS)
+    try:
+        bench.run()
+    except KeyboardInterrupt as exc:
+        log(f"interrupted ({exc}); cleaning up")
+        return 130
+    finally:
+        signal.alarm(0)
+        bench.cleanup()
+        if args.keep_logs:
+            log(f"logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    res = bench.results
+    res["goals"] = goals(res)
+    out = Path(args.out)
+    (out / "results.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
+    text = markdown(res)
+    (out / "RESULTS.md").write_text(text)
+    print()
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
