@@ -82,7 +82,7 @@ async def test_broker_connections_force_closed_mid_stream(vhost, smtp_server, em
 
         async def drained() -> bool:  # redeliveries of messages whose ack was lost are handled too
             return (await ready_count(vhost.url, "email.welcome") == 0
-                    and consumer.metrics.in_progress._value.get() == 0)
+                    and consumer.service.handler.in_progress == 0)
         await eventually(drained, timeout=15, what="the work queue to drain")
     assert await ready_count(vhost.url, "email.welcome.dlq") == 0
     # Messages whose ack was lost with the connection are delivered again: at-least-once, counted, bounded.

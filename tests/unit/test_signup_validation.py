@@ -53,3 +53,32 @@ def test_event_body_is_compact_utf8_json():
     assert "王小明".encode() in body
     data = json.loads(body)
     assert data["occurred_at"].endswith("Z") and data["schema_version"] == 1
+
+
+from email_validator import EmailNotValidError, validate_email  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from producer_service.events import _PLAIN_EMAIL, FieldError, _check_email  # noqa: E402
+
+_atoms = st.text(alphabet="abcXYZ019_%+-.!#~", min_size=1, max_size=12)
+_labels = st.text(alphabet="abcxyz09-", min_size=1, max_size=12)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(local=_atoms, labels=st.lists(_labels, min_size=1, max_size=3),
+       tld=st.sampled_from(["com", "org", "cn", "test", "local", "c", "x1", "COM", "arpa", "onion"]))
+@example(local="ada", labels=["example"], tld="com")
+@example(local="a..b", labels=["example"], tld="com")
+@example(local="a", labels=["xn--bcher-kva"], tld="example")
+def test_fast_email_path_agrees_with_email_validator(local, labels, tld):
+    address = f"{local}@{'.'.join(labels)}.{tld}"
+    errors: list[FieldError] = []
+    ours = _check_email(address, errors)
+    try:
+        theirs = validate_email(address, check_deliverability=False, allow_smtputf8=False).ascii_email
+    except EmailNotValidError:
+        theirs = None
+    if _PLAIN_EMAIL.fullmatch(address) and ours is not None:
+        assert ours == theirs, address  # whatever the fast path accepts, the full check accepts identically
+    assert ours == theirs, address  # and overall the verdict is email_validator's

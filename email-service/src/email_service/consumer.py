@@ -36,6 +36,7 @@ class EmailConsumer:
         self._lost = asyncio.Event()
         self._in_flight: set[asyncio.Task] = set()
         handler.on_channel_broken = self._lost.set
+        metrics.consumer_up.set_function(lambda: 1 if self.ready else 0)
 
     @property
     def ready(self) -> bool:
@@ -90,7 +91,6 @@ class EmailConsumer:
                 self._in_flight.discard(task)
 
         self._consumer_tag = await self._queue.consume(on_message)
-        self.metrics.consumer_up.set(1)
 
     def _on_close(self, *_: object) -> None:
         self._mark_down()
@@ -98,7 +98,6 @@ class EmailConsumer:
 
     def _mark_down(self) -> None:
         self._consumer_tag = None
-        self.metrics.consumer_up.set(0)
 
     async def _close_connection(self) -> None:
         connection, self._connection, self._channel, self._queue = self._connection, None, None, None

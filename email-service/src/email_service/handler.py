@@ -51,6 +51,8 @@ class MessageHandler:
         # Called when a message could be neither acked nor moved: the consumer then recycles its channel, so
         # RabbitMQ redelivers the message instead of it sitting unacked in this process.
         self.on_channel_broken: Callable[[], None] = lambda: None
+        self.in_progress = 0
+        metrics.in_progress.set_function(lambda: self.in_progress)
 
     async def deliver(self, body: bytes) -> None:
         """Send the mail for one message body; raise PermanentError/TransientError (or what the send raised)."""
@@ -88,7 +90,7 @@ class MessageHandler:
             cid = cid.decode("utf-8", "replace")
         token = correlation_id.set(str(cid)[:128] if cid else None)
         attempt = attempt_of(headers)
-        self.metrics.in_progress.inc()
+        self.in_progress += 1
         try:
             try:
                 await self.deliver(message.body)
@@ -98,7 +100,7 @@ class MessageHandler:
             else:
                 await self._ack(message)
         finally:
-            self.metrics.in_progress.dec()
+            self.in_progress -= 1
             correlation_id.reset(token)
 
     async def _after_failure(self, message: AbstractIncomingMessage, exchange: AbstractExchange, attempt: int,

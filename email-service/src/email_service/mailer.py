@@ -27,9 +27,12 @@ class SmtpPool:
         self._size = settings.smtp_pool_size
         self._slots = asyncio.Semaphore(self._size)
         self._idle: list[aiosmtplib.SMTP] = []
-        self._open = 0
-        self._in_use = 0
+        self.open_connections = 0
+        self.in_use = 0
         metrics.smtp_pool_size.set(self._size)
+        # Read when scraped, so sending a mail costs no metric updates.
+        metrics.smtp_connections_open.set_function(lambda: self.open_connections)
+        metrics.smtp_connections_in_use.set_function(lambda: self.in_use)
 
     def _client(self) -> aiosmtplib.SMTP:
         s = self._settings
@@ -48,26 +51,22 @@ class SmtpPool:
     async def _connect(self) -> aiosmtplib.SMTP:
         client = self._client()
         await client.connect()
-        self._open += 1
-        self._metrics.smtp_connections_open.set(self._open)
+        self.open_connections += 1
         return client
 
     async def _discard(self, client: aiosmtplib.SMTP) -> None:
-        self._open -= 1
-        self._metrics.smtp_connections_open.set(self._open)
+        self.open_connections -= 1
         with contextlib.suppress(Exception):
             client.close()
 
     async def send(self, mail: RenderedEmail) -> None:
         """Send one mail. Raises what aiosmtplib raised."""
         async with self._slots:
-            self._in_use += 1
-            self._metrics.smtp_connections_in_use.set(self._in_use)
+            self.in_use += 1
             try:
-                return await self._send_on_pooled(mail)
+                await self._send_on_pooled(mail)
             finally:
-                self._in_use -= 1
-                self._metrics.smtp_connections_in_use.set(self._in_use)
+                self.in_use -= 1
 
     async def _send_on_pooled(self, mail: RenderedEmail) -> None:
         while self._idle:
