@@ -29,7 +29,8 @@ async def test_sigterm_with_messages_in_flight_loses_nothing(vhost, smtp_server,
     proc = email_process(process_env(vhost, smtp_server, CONCURRENCY="8", SHUTDOWN_TIMEOUT_SECONDS="10"),
                          tmp_path / "email.log").start()
     try:
-        await eventually(lambda: smtp_server.count() >= 3, timeout=20, what="the first mails")
+        await eventually(lambda: smtp_server.count() >= 3 and smtp_server.active >= 1, timeout=20,
+                         what="the first mails, and more in flight")
         proc.signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     finally:
