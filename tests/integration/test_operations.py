@@ -262,3 +262,35 @@ async def test_replayed_event_that_was_delivered_is_not_sent_again(email_service
         await publish_raw(vhost.url, [event_body(event_id=event_id)], exchange="", routing_key="email.welcome")
         await eventually(lambda: consumer.count("duplicate") == 1, what="the duplicate skipped")
     assert smtp_server.count() == 1
+
+
+async def test_broker_connection_lost_while_the_smtp_server_answers_gives_one_mail(vhost, smtp_server, dedup_env,
+                                                                                    tmp_path):
+    """The broker connection drops after the SMTP server queued the mail but before its 250 arrived: the send must
+    finish (and be recorded), so the redelivered copy is skipped; aborting it would release the claim and mail twice."""
+    smtp_server.queue_before_reply = True
+    smtp_server.delay = 5.0  # longer than rabbitmqctl takes to close the connection (about 1-2 s)
+    await declare_topology(vhost.url, delays=(0.3, 0.6))
+    env = process_env(vhost, smtp_server, **dedup_env)
+    proc = email_process(env, tmp_path / "email.log").start()
+    try:
+        async with httpx.AsyncClient() as client:
+            async def ready() -> bool:
+                try:
+                    return (await client.get(f"http://127.0.0.1:{env['METRICS_PORT']}/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+            await eventually(ready, timeout=15, what="email-service ready")
+        event_id = str(uuid.uuid4())
+        await publish_raw(vhost.url, [event_body(event_id=event_id)], message_id=event_id)
+        await eventually(lambda: smtp_server.count() == 1, timeout=10, what="the mail queued by the SMTP server")
+        vhost.close_connections("connection lost while the SMTP server answers")
+        assert smtp_server.active == 1, "the connection must close while the SMTP server is still answering"
+
+        async def settled() -> bool:
+            return ('"outcome": "duplicate"' in proc.output() or smtp_server.count() > 1) \
+                and await ready_count(vhost.url, "email.welcome") == 0
+        await eventually(settled, timeout=20, what="the redelivered copy handled")
+    finally:
+        proc.stop()
+    assert smtp_server.count() == 1, f"{smtp_server.count()} mails for one event"

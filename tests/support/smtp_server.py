@@ -44,12 +44,17 @@ class _Handler:
         with self.server.lock:
             self.server.active += 1
             self.server.max_active = max(self.server.max_active, self.server.active)
+        if self.server.queue_before_reply:  # like a real MTA: queued once the data is in, the 250 follows later
+            with self.server.lock:
+                self.server.mails.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
         try:
             if self.server.delay:
                 await asyncio.sleep(self.server.delay)
         finally:
             with self.server.lock:
                 self.server.active -= 1
+        if self.server.queue_before_reply:
+            return "250 2.0.0 accepted"
         with self.server.lock:
             if self.server.deferrals:
                 self.server.deferrals -= 1
@@ -72,6 +77,7 @@ class SmtpTestServer:
         self.delay = 0.0
         self.active = 0
         self.max_active = 0  # most DATA commands handled at the same time
+        self.queue_before_reply = False  # record a mail before answering (and before the delay), not after
         kwargs: dict = {}
         if credentials is not None:
             def authenticator(server, session, envelope, mechanism, auth_data):

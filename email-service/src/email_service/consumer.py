@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 
@@ -22,6 +23,9 @@ from .topology import declare
 
 log = logging.getLogger("email_service.consumer")
 
+# the channel that delivered the message being handled (each handling task has its own copy)
+_delivered_on: contextvars.ContextVar[AbstractChannel | None] = contextvars.ContextVar("delivered_on", default=None)
+
 
 class EmailConsumer:
     def __init__(self, settings: Settings, handler: MessageHandler, policy: RetryPolicy, metrics: EmailMetrics) -> None:
@@ -35,7 +39,7 @@ class EmailConsumer:
         self._consumer_tag: str | None = None
         self._lost = asyncio.Event()
         self._in_flight: set[asyncio.Task] = set()
-        handler.on_channel_broken = self._lost.set
+        handler.on_channel_broken = self._channel_broken
         metrics.consumer_up.set_function(lambda: 1 if self.ready else 0)
 
     @property
@@ -83,14 +87,24 @@ class EmailConsumer:
         exchange = channel.default_exchange
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            task = asyncio.current_task()
+            # aiormq runs this callback in a task of the channel and cancels it when the connection is lost. The
+            # mail must not be abandoned half-sent (the SMTP server may already have queued it, and the dedup claim
+            # would be released unrecorded: a second mail on redelivery), so the handling runs in a task of its own
+            # that the channel cannot cancel. Its ack then fails and the message is redelivered: with dedup on, the
+            # redelivered copy is skipped as a duplicate.
+            _delivered_on.set(channel)
+            task = asyncio.ensure_future(self.handler(message, exchange))  # runs in a copy of this context
             self._in_flight.add(task)
-            try:
-                await self.handler(message, exchange)
-            finally:
-                self._in_flight.discard(task)
+            task.add_done_callback(self._in_flight.discard)
+            await asyncio.shield(task)
 
         self._consumer_tag = await self._queue.consume(on_message)
+
+    def _channel_broken(self) -> None:
+        """The handler could neither ack nor move a message: recycle the channel it came on, if that is still the
+        current one (a handler finishing after a reconnect must not tear down the new channel)."""
+        if _delivered_on.get() is self._channel:
+            self._lost.set()
 
     def _on_close(self, *_: object) -> None:
         self._mark_down()

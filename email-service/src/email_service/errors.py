@@ -37,6 +37,11 @@ class TransientError(DeliveryFailure):
     pass
 
 
+class ClaimedElsewhere(TransientError):
+    """Another consumer is sending this very event right now (dedup claim). Wait and look again; this is not a
+    failed attempt, so it does not use up MAX_ATTEMPTS (the claim expires by itself if its holder died)."""
+
+
 # Replies that mean "our configuration is wrong", not "this mail is bad": retrying (and alerting) is right,
 # dead-lettering every mail because of a wrong password or sender would not be.
 _CONFIGURATION_CODES = frozenset({530, 534, 535, 538})

@@ -17,7 +17,7 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from .dedup import Claim, DeliveryLedger
-from .errors import DeadLetterReason, PermanentError, TransientError, classify
+from .errors import ClaimedElsewhere, DeadLetterReason, PermanentError, TransientError, classify
 from .events import parse_event
 from .logs import correlation_id
 from .mailer import SmtpPool
@@ -66,7 +66,7 @@ class MessageHandler:
                 log.info("duplicate event skipped", extra={"event_id": event.event_id, "outcome": "duplicate"})
                 return
             if claim is Claim.IN_PROGRESS:
-                raise TransientError("another consumer is delivering this event right now")
+                raise ClaimedElsewhere("another consumer is delivering this event right now")
         mail = self.renderer.render(event)
         started = time.perf_counter()
         try:
@@ -106,10 +106,12 @@ class MessageHandler:
     async def _after_failure(self, message: AbstractIncomingMessage, exchange: AbstractExchange, attempt: int,
                              failure: PermanentError | TransientError) -> None:
         event_id = message.message_id
-        if isinstance(failure, TransientError) and self.policy.should_retry(attempt):
+        waiting = isinstance(failure, ClaimedElsewhere)  # not an attempt: the attempt count stays as it is
+        if waiting or (isinstance(failure, TransientError) and self.policy.should_retry(attempt)):
             tier = self.policy.tier_for(attempt)
             queue = self.policy.tier_queue(tier)
-            extra = {ATTEMPT_HEADER: attempt + 1, LAST_ERROR_HEADER: failure.message[:MAX_ERROR_LENGTH]}
+            extra = {ATTEMPT_HEADER: attempt if waiting else attempt + 1,
+                     LAST_ERROR_HEADER: failure.message[:MAX_ERROR_LENGTH]}
             if await self._republish(message, exchange, queue, extra):
                 self.metrics.messages.labels("retried").inc()
                 log.warning("delivery failed, retry scheduled", extra={

@@ -47,6 +47,7 @@ class EventPublisher:
         self._task: asyncio.Task | None = None
         self._lost = asyncio.Event()
         self._stopping = False
+        self._renewed_at = 0.0
         self.connects = 0  # how many times a connection was (re)established
 
     @property
@@ -117,6 +118,22 @@ class EventPublisher:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), timeout=2)
 
+    def _renew_after_nack(self, exchange: AbstractExchange) -> None:
+        """A nack: open a new connection and channel instead of publishing on into the same channel.
+
+        RabbitMQ 3.10 nacks every later publish of a channel that first published to a quorum queue while the
+        queue's leader node was just gone (the channel keeps the dead leader): without a new channel the producer
+        would answer 503 until it is restarted. At most once a second, so a queue that really refuses messages
+        does not make the producer reconnect on every request.
+        """
+        now = time.monotonic()
+        if exchange is not self._exchange or now - self._renewed_at < 1.0:
+            return
+        self._renewed_at = now
+        log.warning("broker nacked a publish, opening a new channel")
+        self._exchange = None  # not ready until the new channel is open
+        self._lost.set()
+
     async def publish(self, event: UserSignedUp, correlation_id: str) -> None:
         exchange = self._exchange
         if exchange is None or not self.ready:
@@ -139,6 +156,7 @@ class EventPublisher:
         except PublishError:
             raise PublishFailed("unroutable") from None
         except DeliveryError:
+            self._renew_after_nack(exchange)
             raise PublishFailed("nacked") from None
         except asyncio.TimeoutError:
             raise PublishFailed("confirm_timeout") from None
