@@ -50,6 +50,18 @@ cluster-up: ## start a local 3-node RabbitMQ cluster (rc1-3@localhost, 5681-5683
 cluster-down: ## stop the local cluster and its haproxy, remove /tmp/welcome-mail-cluster
 	deploy/cluster/cluster.sh down
 
+BENCH_VENV := .venv-bench
+
+$(BENCH_VENV)/.installed: tests/bench/requirements-bench.txt producer-service/pyproject.toml email-service/pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(BENCH_VENV); }
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q -r tests/bench/requirements-bench.txt -e producer-service -e email-service
+	touch $@
+
+bench: install broker $(BENCH_VENV)/.installed ## benchmarks against Celery, Dramatiq and minimal ceilings (8-12 min, not in `make test`); writes tests/bench/RESULTS.md
+	tests/bench/ensure-tools.sh
+	$(BENCH_VENV)/bin/python tests/bench/run.py $(BENCH_ARGS)
+
 lint: install ## shellcheck the scripts, hadolint the Dockerfiles
 	shellcheck deploy/local/*.sh deploy/kind/*.sh deploy/images/*.sh deploy/cluster/*.sh
 	$(BIN)/hadolint producer-service/Dockerfile email-service/Dockerfile

@@ -140,7 +140,7 @@ async def test_health_readiness_and_metrics(email_service_factory):
         assert (await client.get("/readyz")).json() == {"status": "ready"}
         metrics = (await client.get("/metrics")).text
         for line in ("email_consumer_up 1.0", 'email_messages_total{outcome="sent"} 0.0',
-                     'email_dead_letters_total{reason="smtp_rejected"} 0.0', "email_smtp_pool_size 8.0",
+                     'email_dead_letters_total{reason="smtp_rejected"} 0.0', "email_smtp_pool_size 16.0",
                      "email_in_progress 0.0", "email_send_seconds_bucket", "email_end_to_end_seconds_bucket"):
             assert line in metrics, line
         assert (await client.get("/nope")).status_code == 404

@@ -49,6 +49,7 @@ async def _run(settings: Settings) -> int:
         signals_seen += 1
         if signals_seen > 1:
             log.warning("second signal, exiting at once")
+            logging.getLogger().handlers[0].flush()
             os._exit(EXIT_FORCED)
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
         service.stop_event.set()

@@ -112,7 +112,7 @@ class Settings:
     smtp_tls_verify: bool = True
     smtp_ca_file: str | None = None
     smtp_timeout: float = 30.0
-    smtp_pool_size: int = 8
+    smtp_pool_size: int = 16
     mail_from: str = "Welcome <no-reply@example.com>"
     product_name: str = "Acme"
     metrics_host: str = "0.0.0.0"
@@ -153,7 +153,8 @@ class Settings:
             smtp_tls_verify=e.boolean("SMTP_TLS_VERIFY", True),
             smtp_ca_file=e.raw("SMTP_CA_FILE"),
             smtp_timeout=e.number("SMTP_TIMEOUT_SECONDS", 30.0, float, 0.1, 600),
-            smtp_pool_size=e.number("SMTP_POOL_SIZE", min(concurrency, 8), int, 1, 256),
+            # One connection per message in flight: with fewer, the extra prefetched messages only wait.
+            smtp_pool_size=e.number("SMTP_POOL_SIZE", min(concurrency, 256), int, 1, 256),
             mail_from=mail_from,
             product_name=e.text("PRODUCT_NAME", "Acme"),
             metrics_host=e.text("METRICS_HOST", "0.0.0.0"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import json
 import logging
 import sys
+import threading
 import time
 
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
@@ -40,13 +42,62 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class BatchingStdoutHandler(logging.Handler):
+    """Writes log lines in batches: one write per FLUSH_SECONDS instead of one per message, which under load cost
+    a fifth of the consumer's throughput. WARNING and above, a full buffer, and exit flush at once."""
+
+    FLUSH_SECONDS = 0.2
+    FLUSH_BYTES = 64 * 1024
+
+    def __init__(self, stream=None) -> None:
+        super().__init__()
+        self.stream = stream if stream is not None else sys.stdout
+        self._pending: list[str] = []
+        self._size = 0
+        threading.Thread(target=self._tick, name="log-flush", daemon=True).start()
+        atexit.register(self.flush)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+            return
+        with self.lock:
+            self._pending.append(line)
+            self._size += len(line) + 1
+            if record.levelno >= logging.WARNING or self._size >= self.FLUSH_BYTES:
+                self._write()
+
+    def _write(self) -> None:  # the caller holds self.lock
+        if not self._pending:
+            return
+        data = "\n".join(self._pending) + "\n"
+        self._pending.clear()
+        self._size = 0
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def flush(self) -> None:
+        with self.lock:
+            self._write()
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(self.FLUSH_SECONDS)
+            self.flush()
+
+
 def configure(level: str) -> None:
     # Our lines carry no file, line, thread or process: skip collecting them (the logging docs' "Optimization").
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stdout)
+    handler = BatchingStdoutHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -34,6 +34,9 @@ _SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c3c55-8f5e-4c53-9a0e-0d1c3b7f2a41")
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 @dataclass(frozen=True)
 class FieldError:
     field: str
@@ -158,4 +161,4 @@ class UserSignedUp:
         }
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _ENCODE(self.to_dict()).encode("utf-8")

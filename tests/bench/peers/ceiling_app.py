@@ -4,7 +4,8 @@ metrics, no logging.
 
     uvicorn ceiling_app:app --loop uvloop --http httptools --port P --no-access-log
 
-Env: BENCH_AMQP_URL.
+Env: BENCH_AMQP_URL; BENCH_EXCHANGE / BENCH_ROUTING_KEY (default signups / user.signed_up). The event id it answers
+with travels as the AMQP message_id (no body rewriting), so the end-to-end benchmark can follow each signup.
 """
 
 from __future__ import annotations
@@ -26,16 +27,19 @@ state: dict = {}
 async def lifespan(app):
     connection = await aio_pika.connect(os.environ["BENCH_AMQP_URL"])
     channel = await connection.channel(publisher_confirms=True)
-    state["exchange"] = await channel.get_exchange("signups")
+    name = os.environ.get("BENCH_EXCHANGE", "signups")
+    state["exchange"] = await channel.get_exchange(name) if name else channel.default_exchange
+    state["routing_key"] = os.environ.get("BENCH_ROUTING_KEY", "user.signed_up")
     yield
     await connection.close()
 
 
 async def signup(request: Request) -> JSONResponse:
     body = await request.body()
-    await state["exchange"].publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                                    "user.signed_up")
-    return JSONResponse({"event_id": str(uuid.uuid4())}, status_code=202)
+    event_id = str(uuid.uuid4())
+    await state["exchange"].publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                                     message_id=event_id), state["routing_key"])
+    return JSONResponse({"event_id": event_id}, status_code=202)
 
 
 app = Starlette(routes=[Route("/v1/signups", signup, methods=["POST"])], lifespan=lifespan)

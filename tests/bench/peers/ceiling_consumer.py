@@ -1,7 +1,8 @@
 """Consumer ceiling: the least code that does the email-service's job. A bare aio-pika consumer (uvloop,
 prefetch BENCH_PREFETCH, default 32) on the work queue that sends one pre-rendered mail (bytes prepared once at
 start) through a pool of BENCH_POOL (default 16) reused aiosmtplib connections, then acks. No parsing, no
-validation, no rendering, no metrics, no logging, no retries.
+validation, no rendering, no metrics, no logging, no retries. The only per-message work: a Message-ID header
+line from the AMQP message_id (so the end-to-end benchmark can time each mail, as it does for the email-service).
 
 Env: BENCH_AMQP_URL, BENCH_SMTP_PORT, BENCH_QUEUE (default email.welcome).
 """
@@ -30,6 +31,8 @@ async def main() -> None:
     mail = WelcomeEmail("Welcome <no-reply@example.com>", "Acme").render(UserSignedUp(
         event_id="00000000-0000-4000-8000-000000000000", occurred_at=datetime.now(timezone.utc),
         email="ada@example.com", name="Ada Lovelace", locale="en"))
+    # The rendered mail without its Message-ID line; each message gets its own from the AMQP message_id.
+    rest = b"".join(line for line in mail.data.splitlines(keepends=True) if not line.startswith(b"Message-ID:"))
     pool: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
     for _ in range(POOL):
         client = aiosmtplib.SMTP(hostname="127.0.0.1", port=PORT, use_tls=False, start_tls=False)
@@ -39,7 +42,8 @@ async def main() -> None:
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         client = await pool.get()
         try:
-            await client.sendmail(mail.sender, [mail.recipient], mail.data)
+            data = b"Message-ID: <%s@example.com>\r\n" % (message.message_id or "none").encode() + rest
+            await client.sendmail(mail.sender, [mail.recipient], data)
         finally:
             pool.put_nowait(client)
         await message.ack()
