@@ -29,14 +29,17 @@ $(BIN)/.installed: producer-service/pyproject.toml email-service/pyproject.toml 
 
 install: $(BIN)/.installed ## create .venv and install both services (editable) with the test tools
 
-system-deps: ## install the Debian packages the tests use (prometheus for promtool, haproxy for the cluster front)
-	deploy/local/ensure-packages.sh prometheus haproxy
+system-deps: ## install the Debian packages the tests use (prometheus: promtool and a server; haproxy: the cluster front; redis-server: dedup)
+	deploy/local/ensure-packages.sh prometheus haproxy redis-server
 
 broker: ## make sure RabbitMQ answers at AMQP_URL (start the local one if it is installed)
 	deploy/local/ensure-rabbitmq.sh
 
 test: install system-deps broker ## the whole suite: unit, contract, integration, observability, chart (what CI runs)
 	$(BIN)/pytest
+
+test-reliability: install system-deps broker ## the reliability suite in full: SIGKILLs, broker and SMTP failures, fuzzing, cluster failover (~8 min)
+	RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability tests/cluster/test_signup_failover.py -q -s
 
 test-unit: install ## unit and contract tests only (no broker needed)
 	$(BIN)/pytest tests/unit tests/contract

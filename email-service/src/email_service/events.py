@@ -41,6 +41,8 @@ def parse_event(body: bytes) -> UserSignedUp:
         raise PermanentError(DeadLetterReason.UNDECODABLE, f"body is not UTF-8 (byte {exc.start})") from None
     except ValueError as exc:
         raise PermanentError(DeadLetterReason.UNDECODABLE, f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise PermanentError(DeadLetterReason.UNDECODABLE, "body is JSON nested too deeply to decode") from None
     if not isinstance(payload, dict):
         raise _invalid("body must be a JSON object")
     version = payload.get("schema_version")

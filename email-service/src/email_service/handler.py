@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -34,6 +35,27 @@ MAX_ERROR_LENGTH = 1000
 REASON_HEADER = "x-dead-letter-reason"
 ATTEMPTS_HEADER = "x-attempts"
 DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"
+
+
+def wire_safe(value: object) -> object:
+    """A header value as pamqp can encode it again. What it decoded from another client may not be: a long string
+    that is not UTF-8 comes back as bytes, a double as a float that may not fit the 32-bit float pamqp writes, an
+    integer may exceed 64 bits."""
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, float):
+        try:
+            struct.pack(">f", value)
+        except OverflowError:
+            return repr(value)
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return str(value)
+    if isinstance(value, dict):
+        return {key: wire_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [wire_safe(item) for item in value]
+    return value
 
 
 def _now_rfc3339() -> str:
@@ -96,7 +118,10 @@ class MessageHandler:
                 await self.deliver(message.body)
             except Exception as exc:  # noqa: BLE001 - every failure is classified, none may kill the consumer
                 failure = classify(exc)
-                await self._after_failure(message, exchange, attempt, failure)
+                try:
+                    await self._after_failure(message, exchange, attempt, failure)
+                except Exception as bug:  # noqa: BLE001 - a message must never stay unacked in this process
+                    await self._reject_to_dead_letters(message, bug)
             else:
                 await self._ack(message)
         finally:
@@ -137,7 +162,7 @@ class MessageHandler:
         """Publish a copy (same body and properties, more headers) with a confirm, then ack the original."""
         copy = aio_pika.Message(
             body=message.body,
-            headers={**(message.headers or {}), **extra_headers},
+            headers=wire_safe({**(message.headers or {}), **extra_headers}),
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -156,6 +181,16 @@ class MessageHandler:
             self.on_channel_broken()
             return False
         return await self._ack(message)
+
+    async def _reject_to_dead_letters(self, message: AbstractIncomingMessage, bug: Exception) -> None:
+        """Last resort when no copy could be made: reject without requeue, so RabbitMQ dead-letters the original
+        itself (x-first-death-reason: rejected), unchanged."""
+        log.error("could not retry or dead-letter the message, rejecting it to the dead-letter queue",
+                  extra={"event_id": message.message_id, "error": repr(bug)[:300]}, exc_info=bug)
+        try:
+            await message.reject(requeue=False)
+        except (aio_pika.exceptions.AMQPError, RuntimeError, OSError):
+            self.on_channel_broken()
 
     async def _ack(self, message: AbstractIncomingMessage) -> bool:
         try:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 ATTEMPT_HEADER = "x-attempt"  # 1 on the first delivery; retries carry the next number
 LAST_ERROR_HEADER = "x-last-error"
+MAX_ATTEMPT_NUMBER = 1_000_000  # a header claiming more is clamped (x-attempt + 1 must still fit in an AMQP long)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -41,6 +42,6 @@ def attempt_of(headers: dict | None) -> int:
         value = value.decode("ascii", "replace")
     try:
         attempt = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 1
-    return attempt if attempt >= 1 else 1
+    return min(attempt, MAX_ATTEMPT_NUMBER) if attempt >= 1 else 1

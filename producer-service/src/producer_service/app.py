@@ -35,12 +35,20 @@ def _header_token(value: str | None, limit: int = MAX_HEADER_TOKEN) -> str | Non
     return value
 
 
+class ProblemResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a rejection may echo what the client sent (an unknown field's
+    name), and that can hold a lone surrogate (`{"\\ud800": 1}` is valid JSON) that UTF-8 cannot encode."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def problem(status: int, error: str, message: str, detail: list[FieldError] | None = None,
             headers: dict[str, str] | None = None) -> JSONResponse:
     body: dict = {"error": error, "message": message}
     if detail is not None:
         body["detail"] = [d.as_dict() for d in detail]
-    return JSONResponse(body, status_code=status, headers=headers)
+    return ProblemResponse(body, status_code=status, headers=headers)
 
 
 class RequestContext:
@@ -129,6 +137,9 @@ class SignupAPI:
         except ValueError as exc:
             return problem(400, "invalid_json", "the body is not valid JSON",
                            [FieldError("body", "invalid_json", str(exc))])
+        except RecursionError:  # e.g. [[[[...]]]] a few thousand deep: fits in MAX_BODY_BYTES, too deep to decode
+            return problem(400, "invalid_json", "the body is nested too deeply",
+                           [FieldError("body", "invalid_json", "JSON nested too deeply")])
         idempotency_key = request.headers.get("idempotency-key")
         key_errors = []
         if idempotency_key is not None and _header_token(idempotency_key, 255) is None:

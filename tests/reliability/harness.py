@@ -1,0 +1,254 @@
+"""The scenario harness: the real producer process, several email-service processes, the real RabbitMQ (this test's
+vhost), a private Redis for dedup and an SMTP server the test can break.
+
+    async with ReliabilityRun(config, vhost, tmp_path, seed) as run:
+        await run.drive(chaos)          # the load and the chaos at the same time
+        outcome = await run.settle()    # heal, wait (bounded) until nothing is left to do, count
+
+Every process runs in its own process group on loopback and is killed with its group at the end, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aio_pika
+
+from email_service.retry import RetryPolicy
+from email_service.topology import DEAD_LETTER_QUEUE, WORK_QUEUE
+from tests.conftest import eventually, free_port, rabbitmqctl
+
+from .load import SignupLoad
+from .outcome import Outcome, ServiceLogs
+from .processes import SHUTDOWN_TIMEOUT_SECONDS, ConsumerFleet, PrivateRedis, http_ok, producer_process, stop_process
+from .smtp import ChaosSmtpServer
+
+RETRY_DELAYS = "0.5,1,2,4,8"
+MAX_ATTEMPTS = 8  # retry window 0.5+1+2+4+8+8+8 = 31.5 s: longer than any SMTP outage the scenarios make
+SMTP_TIMEOUT_SECONDS = 2  # with dedup on, a claim left by a killed process lasts 4 x this + 10 s
+
+
+@dataclass
+class ScenarioConfig:
+    name: str
+    signups: int
+    rate: float  # signups per second offered by the client
+    consumers: int = 3
+    concurrency: int = 16  # CONCURRENCY of each email-service (its prefetch)
+    dedup: bool = False
+    client_attempts: int = 10
+    refused_every: int = 0  # every n-th signup's address is refused by the SMTP server (550)
+    smtp_delay: float = 0.0
+    allowed_dead_letters: frozenset[str] = frozenset()
+    drain_timeout: float = 120.0
+
+
+@dataclass
+class Chaos:
+    """What a scenario's chaos did, for the table and for the duplicate bounds."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    duplicate_bound: int = 0  # dedup off: messages that could be handled twice (in flight at a disruption)
+    unrecorded_bound: int = 0  # dedup on: sends the SMTP server could accept without the sender recording them
+
+    def record(self, what: str, could_duplicate: int = 0, could_go_unrecorded: int = 0) -> None:
+        self.counts[what] += 1
+        self.duplicate_bound += could_duplicate
+        self.unrecorded_bound += could_go_unrecorded
+
+
+class ReliabilityRun:
+    def __init__(self, config: ScenarioConfig, vhost, workdir: Path, seed: int) -> None:
+        self.config = config
+        self.vhost = vhost
+        self.workdir = workdir
+        self.rng = random.Random(f"{seed}-{config.name}-{config.dedup}")
+        self.run_id = uuid.uuid4().hex[:12]
+        self.chaos = Chaos()
+        self.redis: PrivateRedis | None = None
+        self.smtp = ChaosSmtpServer(free_port())
+        self.policy = RetryPolicy(max_attempts=MAX_ATTEMPTS, delays=tuple(float(d) for d in RETRY_DELAYS.split(",")))
+        refused = frozenset(range(3, config.signups, config.refused_every)) if config.refused_every else frozenset()
+        self.producer_port = free_port()
+        self.producer = producer_process({
+            "AMQP_URL": vhost.url, "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(self.producer_port),
+            "LOG_LEVEL": "WARNING", "RETRY_AFTER_SECONDS": "1", "RECONNECT_MAX_DELAY_SECONDS": "0.5",
+            "PUBLISH_TIMEOUT_SECONDS": "5"}, workdir / "producer.log")
+        self.load = SignupLoad(f"http://127.0.0.1:{self.producer_port}", config.signups, run_id=self.run_id,
+                               rate=config.rate, max_attempts=config.client_attempts, seed=self.rng.randrange(2**32),
+                               refused=refused)
+        self.fleet: ConsumerFleet | None = None
+        self.started = 0.0
+
+    def email_env(self) -> dict[str, str]:
+        env = {
+            "AMQP_URL": self.vhost.url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.smtp.port),
+            "SMTP_SECURITY": "none", "SMTP_TIMEOUT_SECONDS": str(SMTP_TIMEOUT_SECONDS),
+            "MAIL_FROM": "Acme <welcome@acme.test>", "METRICS_HOST": "127.0.0.1",
+            "CONCURRENCY": str(self.config.concurrency), "RETRY_DELAYS": RETRY_DELAYS,
+            "MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+            "SHUTDOWN_TIMEOUT_SECONDS": str(SHUTDOWN_TIMEOUT_SECONDS), "RECONNECT_MAX_DELAY_SECONDS": "0.5",
+            "LOG_LEVEL": "info",
+        }
+        if self.redis is not None:
+            env.update(DEDUP_URL=self.redis.url, DEDUP_KEY_PREFIX=f"wm-reliability-{self.run_id}:")
+        return env
+
+    async def __aenter__(self) -> ReliabilityRun:
+        self.started = time.monotonic()
+        try:
+            if self.config.dedup:
+                self.redis = await PrivateRedis(self.workdir).start()
+            self.smtp.delay = self.config.smtp_delay
+            for signup in self.load.signups:
+                if signup.email.startswith("refused"):
+                    self.smtp.refuse_recipient(signup.email)
+            self.smtp.start()
+            self.fleet = ConsumerFleet(self.email_env(), self.config.consumers, self.workdir)
+            for slot in range(self.config.consumers):
+                self.fleet.start(slot)
+            self.producer.start()
+            for slot in range(self.config.consumers):
+                await self.fleet.wait_ready(slot)
+            await eventually(lambda: http_ok(f"http://127.0.0.1:{self.producer_port}/readyz"), timeout=30,
+                             interval=0.1, what="producer ready")
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        stop_process(self.producer)
+        if self.fleet is not None:
+            self.fleet.cleanup()
+        self.smtp.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    async def drive(self, chaos: Callable[[ReliabilityRun], Awaitable[None]] | None = None) -> None:
+        """Send the load and run the chaos next to it; both must end (the chaos ends when the load has)."""
+        load = asyncio.create_task(self.load.run())
+        tasks = [load]
+        if chaos is not None:
+            tasks.append(asyncio.create_task(chaos(self)))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a failing chaos step fails the test at once
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def until_sent(self, fraction: float) -> None:
+        """Wait (bounded) until this share of the signups has been sent."""
+        target = int(self.config.signups * fraction)
+        await eventually(lambda: self.load.sent >= target or self.load.finished.is_set(),
+                         timeout=self.config.signups / self.config.rate + 60, interval=0.05,
+                         what=f"{fraction:.0%} of the signups sent")
+
+    # -- the end of a scenario
+
+    async def heal(self) -> None:
+        """Undo what the chaos left behind: SMTP up and answering, every consumer slot running and ready."""
+        self.smtp.fail_with(None)
+        if not self.smtp.running:
+            self.smtp.start()
+        assert self.fleet is not None
+        for slot in range(self.config.consumers):
+            if not self.fleet.alive(slot):
+                self.fleet.start(slot)
+        for slot in range(self.config.consumers):
+            await self.fleet.wait_ready(slot)
+
+    async def _work_left(self, channel) -> int:
+        left = 0
+        for name in [WORK_QUEUE, *(queue for queue, _ in self.policy.tier_queues)]:
+            queue = await channel.declare_queue(name, passive=True)
+            left += queue.declaration_result.message_count
+        return left
+
+    def _messages_in_queues(self) -> dict[str, int]:
+        """Ready + unacknowledged per queue, from the broker itself (slow: only to confirm)."""
+        out = rabbitmqctl("list_queues", "-p", self.vhost.name, "name", "messages", "--no-table-headers", "--quiet")
+        return {name: int(count) for name, count in (line.split("\t") for line in out.strip().splitlines() if line)}
+
+    async def drained(self) -> None:
+        """Wait (bounded) until no message is left anywhere but in the dead-letter queue and no consumer is busy."""
+        assert self.fleet is not None
+        connection = await aio_pika.connect(self.vhost.url)
+        try:
+            channel = await connection.channel()
+
+            async def idle() -> bool:
+                if await self._work_left(channel) or await self.fleet.in_progress():
+                    return False
+                queues = await asyncio.to_thread(self._messages_in_queues)
+                return not any(count for name, count in queues.items() if name != DEAD_LETTER_QUEUE)
+
+            await eventually(idle, timeout=self.config.drain_timeout, interval=0.25,
+                             what=f"every message handled (logs in {self.workdir})")
+        finally:
+            await connection.close()
+
+    async def read_dead_letters(self) -> list[tuple[str | None, str]]:
+        letters = []
+        connection = await aio_pika.connect(self.vhost.url)
+        try:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(DEAD_LETTER_QUEUE, passive=True)
+            while (message := await queue.get(fail=False)) is not None:
+                headers = message.headers or {}
+                reason = headers.get("x-dead-letter-reason") or headers.get("x-first-death-reason") or "unknown"
+                reason = reason.decode() if isinstance(reason, bytes) else str(reason)
+                letters.append((message.message_id, reason))
+                await message.ack()
+        finally:
+            await connection.close()
+        return letters
+
+    def _write_post_mortem(self, outcome: Outcome) -> None:
+        """outcome.json next to the process logs: what went wrong for which event."""
+        duplicated = {e: n for e, n in outcome.by_event.items() if n > 1}
+        (self.workdir / "outcome.json").write_text(json.dumps({
+            "row": outcome.row(), "lost": outcome.lost, "unknown": outcome.unknown,
+            "duplicated": {e: {"copies": n, "smtp": self.smtp.sessions.get(e, []),
+                               "logged_sent": outcome.logs.sent[e]} for e, n in duplicated.items()},
+            "dead_letters": [list(letter) for letter in outcome.dead_letters],
+        }, indent=1))
+
+    async def settle(self) -> Outcome:
+        await self.heal()
+        await self.drained()
+        assert self.fleet is not None
+        await self.fleet.stop_all()
+        connection = await aio_pika.connect(self.vhost.url)
+        try:
+            left = await self._work_left(await connection.channel())
+        finally:
+            await connection.close()
+        dead_letters = await self.read_dead_letters()
+        outcome = Outcome(
+            scenario=self.config.name, dedup=self.config.dedup, signups=self.load.signups, mails=self.smtp.mails(),
+            dead_letters=dead_letters, disruptions=self.chaos.counts,
+            duplicate_bound=self.chaos.unrecorded_bound if self.config.dedup else self.chaos.duplicate_bound,
+            logs=ServiceLogs.read(self.fleet.logs), seconds=time.monotonic() - self.started)
+        self._write_post_mortem(outcome)
+        if left:
+            outcome.notes.append(f"{left} messages back in the queues after the final graceful stop")
+        bad_exits = [(how, code) for how, code in self.fleet.exit_codes if how == "sigterm" and code != 0]
+        if bad_exits:
+            outcome.notes.append(f"graceful stops with a non-zero exit code: {bad_exits}")
+        return outcome

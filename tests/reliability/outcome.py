@@ -1,0 +1,158 @@
+"""The end of a scenario in numbers, and the invariant: every 202 the producer gave ends as exactly one mail the SMTP
+server accepted or one dead letter with a reason."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .load import Signup
+
+
+@dataclass
+class ServiceLogs:
+    """What the email-service processes wrote (JSON lines); a SIGKILL can cut the last line, which is skipped."""
+
+    sent: Counter[str] = field(default_factory=Counter)  # event id -> "mail sent" lines
+    duplicate_skips: int = 0  # "duplicate event skipped" (dedup on)
+    left_unacked: list[int] = field(default_factory=list)  # per graceful shutdown
+    tracebacks: int = 0  # tracebacks logged by the service itself or by asyncio (an unhandled exception)
+
+    @classmethod
+    def read(cls, paths: list[Path]) -> ServiceLogs:
+        logs = cls()
+        for path in paths:
+            for raw in path.read_bytes().splitlines():
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue
+                msg = line.get("msg")
+                if msg == "mail sent":
+                    logs.sent[line.get("event_id")] += 1
+                elif msg == "duplicate event skipped":
+                    logs.duplicate_skips += 1
+                elif msg == "in-flight messages handled":
+                    logs.left_unacked.append(int(line.get("left_unacked", 0)))
+                # The service's own errors and unhandled task exceptions; aiormq logs a forced close with a
+                # traceback as a warning, which is what a forced close looks like, not a failure.
+                if "exc" in line and str(line.get("logger")).startswith(("email_service", "asyncio")):
+                    logs.tracebacks += 1
+        return logs
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    dedup: bool
+    signups: list[Signup]
+    mails: Counter[str]  # event id -> mails the SMTP server accepted
+    dead_letters: list[tuple[str | None, str]]  # (event id, reason) for every message in the DLQ
+    disruptions: Counter[str]  # what the chaos did: kills, sigterms, connection closes, SMTP stops, ...
+    duplicate_bound: int  # dedup off: messages that could be handled twice; on: sends that could go unrecorded
+    logs: ServiceLogs
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.by_event: Counter[str] = Counter(self.mails)
+        for event_id, _ in self.dead_letters:
+            self.by_event[event_id] += 1
+        self.known = {s.event_id: s for s in self.signups}
+        self.accepted_ids = {s.event_id for s in self.signups if s.accepted}
+
+    # -- the counts of the table
+    @property
+    def accepted(self) -> int:
+        return len(self.accepted_ids)
+
+    @property
+    def responses_503(self) -> int:
+        return sum(s.statuses.count(503) for s in self.signups)
+
+    @property
+    def not_accepted(self) -> int:
+        return len(self.signups) - self.accepted
+
+    @property
+    def delivered(self) -> int:
+        return sum(self.mails.values())
+
+    @property
+    def dead_letter_reasons(self) -> Counter[str]:
+        return Counter(reason for _, reason in self.dead_letters)
+
+    @property
+    def duplicates(self) -> int:
+        """Mails or dead letters beyond the first for one event."""
+        return sum(n - 1 for n in self.by_event.values() if n > 1)
+
+    @property
+    def unexplained_duplicates(self) -> int:
+        """Dedup on: mails sent again although the first send was logged as sent (and so recorded).
+
+        A mail sent again after its first send was accepted by the SMTP server but never recorded (the process was
+        SIGKILLed in between, or the server was cut off before its 250 arrived) is the window dedup cannot close;
+        there the first send has no "mail sent" line. Any other second mail means the dedup check let it through."""
+        return sum(max(0, min(n, self.logs.sent[e]) - 1) for e, n in self.mails.items() if n > 1)
+
+    @property
+    def lost(self) -> list[str]:
+        return sorted(e for e in self.accepted_ids if self.by_event[e] == 0)
+
+    @property
+    def unknown(self) -> list[str]:
+        """Mails or dead letters for events no signup of this run could have created."""
+        return sorted(str(e) for e in self.by_event if e not in self.known)
+
+    @property
+    def delivered_without_202(self) -> list[Signup]:
+        """Events that reached the end although their signup never got a 202 (its publish was stored, but the
+        confirm or the response was lost)."""
+        return [self.known[e] for e in self.by_event if e in self.known and e not in self.accepted_ids]
+
+    @property
+    def wrong_statuses(self) -> list[Signup]:
+        return [s for s in self.signups if any(code not in (202, 503) for code in s.statuses)]
+
+    @property
+    def wrong_event_ids(self) -> list[Signup]:
+        return [s for s in self.signups if s.accepted and s.returned_event_id != s.event_id]
+
+    def row(self) -> dict[str, str]:
+        reasons = self.dead_letter_reasons
+        without_202 = self.delivered_without_202
+        lost_response = sum(1 for s in without_202 if s.response_lost)
+        kills = self.disruptions.get("sigkill", 0)
+        return {
+            "scenario": self.scenario,
+            "dedup": "on" if self.dedup else "off",
+            "signups": str(len(self.signups)),
+            "202": str(self.accepted),
+            "503": str(self.responses_503),
+            "no 202": str(self.not_accepted),
+            "delivered": str(self.delivered),
+            "dead letters": ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) or "0",
+            "duplicates": self._duplicates_cell(),
+            "lost": str(len(self.lost)),
+            "without 202": f"{len(without_202)} ({lost_response} response lost)" if without_202 else "0",
+            "kills": str(kills),
+            "disruptions": ", ".join(f"{k} {v}" for k, v in sorted(self.disruptions.items()) if k != "sigkill") or "-",
+            "seconds": f"{self.seconds:.0f}",
+        }
+
+
+    def _duplicates_cell(self) -> str:
+        return f"{self.duplicates} (≤ {self.duplicate_bound})"
+
+
+COLUMNS = ["scenario", "dedup", "signups", "202", "503", "no 202", "delivered", "dead letters", "duplicates", "lost",
+           "without 202", "kills", "disruptions", "seconds"]
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(row.get(c, "") for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,339 @@
+"""Fuzzing the two edges of the pipeline against real processes.
+
+- The producer's HTTP API: schemathesis (every check, a fixed seed, a bounded number of cases per operation) from the
+  OpenAPI description it serves, with the broker up and with the broker unreachable; and hypothesis-generated raw
+  requests schemathesis does not make (broken UTF-8, bodies around MAX_BODY_BYTES, deep nesting, odd content types
+  and headers). No 5xx but a 503 while the broker is out, no status code the OpenAPI description does not list,
+  every rejection a machine-readable JSON body.
+- The consumer: hypothesis-generated AMQP messages (random bytes, wrong content types, very large bodies, missing and
+  odd headers and properties, broken UTF-8, JSON of the wrong shape) with valid events mixed in. Every invalid one
+  is dead-lettered with the reason the contract implies; the process stays up and keeps sending the valid ones.
+
+A failure here is a bug report: each failing case is printed with what reproduces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+
+import aio_pika
+import httpx
+import pytest
+
+from tests.conftest import eventually, free_port
+from tests.support.amqp import declare_topology
+from tests.support.services import VENV_BIN
+
+from .conftest import FULL, SEED, record_fuzz
+from .fuzz_cases import RawRequest, amqp_messages, collect, raw_requests, wire_types
+from .processes import email_process, http_ok, producer_process, stop_process
+from .smtp import ChaosSmtpServer
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.timeout(900 if FULL else 240)]
+
+MAX_BODY_BYTES = 16384
+SIGNUP_STATUSES = {202, 400, 413, 415, 422, 503}  # what openapi.json lists for POST /v1/signups
+
+
+@pytest.fixture
+def producer(request, tmp_path):
+    """A producer process; the parameter says whether its broker is reachable ("up") or not ("down")."""
+    broker = getattr(request, "param", "up")
+    if broker == "up":
+        vhost = request.getfixturevalue("vhost")
+        asyncio.run(declare_topology(vhost.url))  # so accepted signups are routable (no consumer needed)
+        amqp_url = vhost.url
+    else:
+        amqp_url = f"amqp://guest:guest@127.0.0.1:{free_port()}/"  # nothing listens there: the broker is out
+    port = free_port()
+    process = producer_process({"AMQP_URL": amqp_url, "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port),
+                                "MAX_BODY_BYTES": str(MAX_BODY_BYTES), "LOG_LEVEL": "WARNING",
+                                "PUBLISH_TIMEOUT_SECONDS": "2", "RECONNECT_MAX_DELAY_SECONDS": "0.5"},
+                               tmp_path / "producer.log").start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(eventually(lambda: http_ok(f"{url}/{'readyz' if broker == 'up' else 'healthz'}"), timeout=30,
+                               interval=0.1, what="producer up"))
+        yield url, broker, process
+    finally:
+        stop_process(process)
+
+
+def _signups_by_outcome(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return {m[1]: float(m[2]) for m in re.finditer(r'^producer_signups_total\{outcome="(\w+)"\} (\S+)$', text, re.M)}
+
+
+@pytest.mark.parametrize("producer", ["up", "down"], indirect=True)
+def test_producer_api_schemathesis(producer, tmp_path):
+    url, broker, process = producer
+    config = tmp_path / "schemathesis.toml"
+    # With the broker out, a valid signup must get the documented 503 (and nothing else in the 5xx range).
+    statuses = '["2xx", "3xx", "4xx"]' if broker == "up" else '["2xx", "3xx", "4xx", "503"]'
+    config.write_text(f"[checks.not_a_server_error]\nexpected-statuses = {statuses}\n")
+    max_examples = 300 if FULL else 50
+    argv = [str(VENV_BIN / "st"), "--config-file", str(config), "run", f"{url}/openapi.json", "--checks", "all",
+            "--seed", str(SEED), "--max-examples", str(max_examples), "--phases", "examples,coverage,fuzzing",
+            "--workers", "1", "--generation-database", "none", "--output-sanitize", "false", "--no-color",
+            "--continue-on-failure", "--request-timeout", "10"]
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert "Loaded specification" in output, output
+    if broker == "down":  # the outage pass really saw the broker out
+        assert _signups_by_outcome(url).get("unavailable", 0) > 0, output
+    generated = re.search(r"(\d+) generated", output)
+    failures = re.search(r"(\d+) unique failures?", output)
+    record_fuzz(f"schemathesis, all checks, broker {broker}", int(generated.group(1)) if generated else 0,
+                int(failures.group(1)) if failures else (1 if result.returncode else 0))
+    if result.returncode != 0:
+        pytest.fail(f"schemathesis found problems in the producer API (broker {broker}; seed {SEED}, {max_examples} "
+                    "cases per operation). Each failure below names the check and the request that reproduces it "
+                    "(curl). These are producer or OpenAPI bugs: fix the service or openapi.json, do not weaken the "
+                    "checks.\n\n" + output, pytrace=False)
+
+
+def _problem_body_errors(response: httpx.Response) -> list[str]:
+    errors = []
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        errors.append(f"content type {response.headers.get('content-type')!r}")
+    try:
+        body = response.json()
+    except ValueError:
+        return [*errors, f"body is not JSON: {response.content[:100]!r}"]
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str) or not isinstance(body.get("message"), str):
+        return [*errors, f"body lacks error/message strings: {body!r:.200}"]
+    detail = body.get("detail")
+    if detail is not None and not (isinstance(detail, list) and all(
+            isinstance(d, dict) and all(isinstance(d.get(k), str) for k in ("field", "code", "message"))
+            for d in detail)):
+        errors.append(f"detail is not a list of {{field, code, message}}: {detail!r:.200}")
+    return errors
+
+
+@pytest.mark.parametrize("producer", ["up", "down"], indirect=True)
+async def test_producer_raw_requests(producer):
+    url, broker, process = producer
+    cases: list[RawRequest] = collect(raw_requests(MAX_BODY_BYTES), 600 if FULL else 200, SEED)
+    failures: dict[tuple[str, ...], list[RawRequest]] = defaultdict(list)  # the problems of a request -> requests
+    # A new connection per request, so a connection the server closes is blamed on the request that closed it.
+    async with httpx.AsyncClient(base_url=url, timeout=15, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        for case in cases:
+            headers = dict(case.headers)
+            if case.content_type is not None:
+                headers["Content-Type"] = case.content_type
+            try:
+                response = await client.post("/v1/signups", content=case.body, headers=headers)
+            except httpx.TransportError as exc:
+                failures[(f"no response ({exc.__class__.__name__})",)].append(case)
+                continue
+            problems = _response_problems(response, broker)
+            if problems:
+                failures[tuple(problems)].append(case)
+    assert process.proc.poll() is None, "the producer died"
+    record_fuzz(f"raw requests (hypothesis), broker {broker}", len(cases), sum(len(v) for v in failures.values()))
+    if failures:
+        report = [f"{len(cases)} raw requests (seed {SEED}, broker {broker}); problems found:"]
+        for problems, bad in failures.items():
+            bad.sort(key=lambda c: len(c.body))
+            report.append(f"\n* {'; '.join(problems)}: {len(bad)} requests, the smallest and the largest:")
+            report += [f"    {case.describe()}" for case in (bad if len(bad) <= 5 else bad[:3] + bad[-2:])]
+        pytest.fail("\n".join(report), pytrace=False)
+
+
+def _response_problems(response: httpx.Response, broker: str) -> list[str]:
+    problems = []
+    status = response.status_code
+    if status not in SIGNUP_STATUSES:
+        problems.append(f"status {status} is not in the OpenAPI description")
+    if status >= 500 and not (status == 503 and broker == "down"):
+        problems.append(f"server error {status} with the broker {broker}")
+    if status == 503 and "Retry-After" not in response.headers:
+        problems.append("503 without Retry-After")
+    if status == 202:
+        if broker == "down":
+            problems.append("202 although the broker is unreachable")
+        try:
+            uuid.UUID(response.json()["event_id"])
+        except (ValueError, KeyError, TypeError):
+            problems.append(f"202 without an event id: {response.text[:80]}")
+    elif status < 300:
+        problems.append(f"unexpected success {status}")
+    else:
+        problems += [f"rejection not machine-readable: {error}" for error in _problem_body_errors(response)]
+    if "x-request-id" not in response.headers:
+        problems.append("no X-Request-ID in the response")
+    return problems
+
+
+async def test_consumer_survives_fuzzed_amqp_messages(vhost, tmp_path):
+    messages = collect(amqp_messages(), 500 if FULL else 150, SEED)
+    # About a quarter are valid events (with odd properties and headers): the consumer must keep delivering them.
+    for i, message in enumerate(messages):
+        message.number = i
+    smtp = ChaosSmtpServer(free_port())
+    smtp.start()
+    metrics_port = free_port()
+    process = email_process({
+        "AMQP_URL": vhost.url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp.port), "SMTP_SECURITY": "none",
+        "MAIL_FROM": "Acme <welcome@acme.test>", "METRICS_HOST": "127.0.0.1", "METRICS_PORT": str(metrics_port),
+        "RETRY_DELAYS": "0.2,0.4", "MAX_ATTEMPTS": "3", "CONCURRENCY": "16", "LOG_LEVEL": "info",
+        "RECONNECT_MAX_DELAY_SECONDS": "0.5"}, tmp_path / "email.log").start()
+    metrics = f"http://127.0.0.1:{metrics_port}"
+    try:
+        await eventually(lambda: http_ok(f"{metrics}/readyz"), timeout=30, interval=0.1, what="email-service ready")
+        await _publish(vhost.url, messages)
+        valid = {m.valid_event_id: m for m in messages if m.valid_event_id}
+        invalid = [m for m in messages if m.expected is not None]
+        dlq_target = len(invalid)
+
+        async def settled() -> bool:
+            mails = smtp.mails()
+            return all(mails[e] for e in valid) and await _dlq_ready(vhost.url) >= dlq_target
+
+        started = time.monotonic()
+        with_timeout = await _within(settled, timeout=60 if FULL else 30)
+        waited = time.monotonic() - started
+        alive = process.proc.poll() is None
+        healthy = alive and await http_ok(f"{metrics}/healthz") and await http_ok(f"{metrics}/readyz")
+        takes_new_work = healthy and await _send_one_more_valid(vhost.url, smtp)
+    finally:
+        code = stop_process(process)
+        smtp.stop()
+    letters = await _read_dlq(vhost.url)
+    left = await _dlq_ready(vhost.url, "email.welcome")
+
+    problems = []
+    if not alive:
+        problems.append(f"the email-service process died (exit {process.proc.returncode})")
+    elif not healthy:
+        problems.append("the email-service is alive but no longer healthy and ready")
+    elif not takes_new_work:
+        problems.append("after the fuzz, a new valid event was not sent within 15s: the consumer takes no more work "
+                        "(messages it could neither ack nor move hold every prefetch slot)")
+    if code not in (0, None):
+        problems.append(f"the graceful stop exited {code}")
+    if not with_timeout:
+        problems.append(f"not every message was delivered or dead-lettered within {waited:.0f}s")
+    log = (tmp_path / "email.log").read_text(errors="replace")
+    problems += _crashes(log)
+    seen: dict[int, list[str]] = defaultdict(list)
+    for headers, reason in letters:
+        number = headers.get("x-fuzz-number")
+        if number is None:
+            problems.append(f"a dead letter without our x-fuzz-number header: {headers!r:.200}")
+            continue
+        seen[int(number)].append(reason)
+    mails = smtp.mails()
+    wrong, missing, valid_wrong = [], [], []
+    for message in messages:
+        reasons = seen.get(message.number, [])
+        expected = message.expected
+        if expected is None:
+            count = mails[message.valid_event_id] if message.valid_event_id else 0
+            if count != 1 or reasons:
+                valid_wrong.append(f"sent {count} times, dead-lettered as {reasons}: {message.describe()}")
+        elif not reasons:
+            missing.append(f"expected {'/'.join(sorted(expected))}: {message.describe()}")
+        elif len(reasons) != 1 or reasons[0] not in expected:
+            wrong.append(f"expected {'/'.join(sorted(expected))}, got {reasons}: {message.describe()}")
+    for what, items in (("dead-lettered with the wrong reason", wrong),
+                        ("neither delivered nor dead-lettered", missing),
+                        ("valid events not sent exactly once", valid_wrong)):
+        if items:
+            problems.append(f"{len(items)} messages {what}, e.g.:\n    " + "\n    ".join(items[:4]))
+    if left:
+        problems.append(f"{left} messages still in email.welcome after the consumer stopped (never acked or "
+                        "dead-lettered)")
+    record_fuzz("AMQP messages into the consumer (hypothesis)", len(messages), len(problems))
+    if problems:
+        pytest.fail(f"{len(messages)} fuzzed messages (seed {SEED}, {len(valid)} valid events among them):\n- "
+                    + "\n- ".join(problems) + f"\n\nlog: {tmp_path}/email.log", pytrace=False)
+
+
+def _crashes(log: str) -> list[str]:
+    """Tracebacks logged by the service itself, aiormq's consumer callback or asyncio, grouped by their last line."""
+    kinds: dict[str, int] = defaultdict(int)
+    for raw in log.splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        logger, msg = str(line.get("logger")), str(line.get("msg", ""))
+        if msg.startswith("Exception in callback <function _task_done"):
+            continue  # asyncio repeating what aiormq.channel logged as "Consumer callback failed"
+        if "exc" in line and (logger.startswith("email_service") or logger in ("asyncio", "aiormq.channel")):
+            last = line["exc"].strip().splitlines()[-1]
+            kinds[f"{logger}: {msg[:60]!r} {last[:200]}"] += 1
+    return [f"{count}x traceback in the log, {kind}" for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])]
+
+
+async def _publish(url: str, messages) -> None:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        for message in messages:
+            with wire_types():
+                await channel.default_exchange.publish(
+                    aio_pika.Message(body=message.body, headers={**message.headers, "x-fuzz-number": message.number},
+                                     **message.properties),
+                    "email.welcome", mandatory=True)
+    finally:
+        await connection.close()
+
+
+async def _send_one_more_valid(url: str, smtp: ChaosSmtpServer) -> bool:
+    """After the fuzz: does the consumer still take new work?"""
+    from .fuzz_cases import valid_event
+
+    event_id = str(uuid.uuid4())
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(json.dumps(valid_event(event_id, "after@example.com")).encode()), "email.welcome")
+    finally:
+        await connection.close()
+    async def sent() -> bool:
+        return smtp.mails()[event_id] == 1
+
+    return await _within(sent, timeout=15)
+
+
+async def _within(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def _dlq_ready(url: str, queue: str = "email.welcome.dlq") -> int:
+    connection = await aio_pika.connect(url)
+    try:
+        declared = await (await connection.channel()).declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count
+    finally:
+        await connection.close()
+
+
+async def _read_dlq(url: str) -> list[tuple[dict, str]]:
+    letters = []
+    connection = await aio_pika.connect(url)
+    try:
+        queue = await (await connection.channel()).declare_queue("email.welcome.dlq", passive=True)
+        while (message := await queue.get(fail=False)) is not None:
+            headers = dict(message.headers or {})
+            reason = headers.get("x-dead-letter-reason") or headers.get("x-first-death-reason") or "(none)"
+            letters.append((headers, reason.decode() if isinstance(reason, bytes) else str(reason)))
+            await message.ack()
+    finally:
+        await connection.close()
+    return letters
