@@ -128,3 +128,26 @@ def email_service_factory(vhost, smtp_server):
         return RunningEmailService(settings, dedup=dedup)
 
     return make
+
+
+DEDUP_TEST_REDIS_URL = os.environ.get("DEDUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def dedup_env():
+    """Settings for duplicate-free delivery in a key space of this test's own; the keys are deleted afterwards."""
+    import redis
+
+    prefix = f"wm-test-{uuid.uuid4().hex[:8]}:"
+    client = redis.Redis.from_url(DEDUP_TEST_REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"Redis does not answer at {DEDUP_TEST_REDIS_URL}: start it (redis-server --daemonize yes) "
+                    "or set DEDUP_TEST_REDIS_URL")
+    yield {"DEDUP_URL": DEDUP_TEST_REDIS_URL, "DEDUP_KEY_PREFIX": prefix}
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    assert not list(client.scan_iter(f"{prefix}*")), "dedup keys left behind"
+    client.close()

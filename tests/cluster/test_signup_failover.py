@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING
 import aio_pika
 import httpx
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.conftest import cluster_sh
@@ -59,7 +58,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 FULL = os.environ.get("RELIABILITY_FULL") == "1"
-REDIS_URL = os.environ.get("DEDUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # The committed LATEST.md is rewritten by full runs (RELIABILITY_FULL=1) or when asked (RECORD_LATEST=1);
 # the short version inside `make test` writes to the temp folder, so a test run leaves the tree clean.
 LATEST = (Path(__file__).with_name("LATEST.md")
@@ -466,23 +464,6 @@ def longest_gap(times: list[float], start: float, end: float) -> tuple[float, fl
 
 
 # --- the test -----------------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def dedup_env():
-    prefix = f"wm-failover-{uuid.uuid4().hex[:8]}:"
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail(f"Redis does not answer at {REDIS_URL}: start it (redis-server --daemonize yes) "
-                    "or set DEDUP_TEST_REDIS_URL")
-    yield {"DEDUP_URL": REDIS_URL, "DEDUP_KEY_PREFIX": prefix}
-    keys = list(client.scan_iter(f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    assert not list(client.scan_iter(f"{prefix}*")), "dedup keys left behind"
-    client.close()
-
 
 async def test_signups_survive_killing_the_leader_of_the_work_queue(
         rabbit_cluster: RabbitCluster, dedup_env: dict[str, str], tmp_path: Path,

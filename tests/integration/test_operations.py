@@ -11,7 +11,6 @@ import uuid
 
 import httpx
 import pytest
-import redis
 
 from tests.conftest import eventually, free_port
 from tests.support.amqp import declare_topology, event_body, publish_raw, read_queue, ready_count
@@ -20,7 +19,6 @@ from tests.support.services import VENV_BIN, email_process
 pytestmark = pytest.mark.integration
 
 DLQ = "email.welcome.dlq"
-REDIS_URL = os.environ.get("DEDUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def cli(vhost_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -149,22 +147,6 @@ async def test_clear_errors_for_wrong_url_missing_queue_and_bad_arguments(vhost)
 
 
 # --- duplicate-free delivery -------------------------------------------------------------------------------------
-
-@pytest.fixture
-def dedup_env():
-    prefix = f"wm-test-{uuid.uuid4().hex[:8]}:"
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail(f"Redis does not answer at {REDIS_URL}: start it (redis-server --daemonize yes) "
-                    "or set DEDUP_TEST_REDIS_URL")
-    yield {"DEDUP_URL": REDIS_URL, "DEDUP_KEY_PREFIX": prefix}
-    keys = list(client.scan_iter(f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
 
 def ledger(settings_env: dict):
     from email_service.config import Settings

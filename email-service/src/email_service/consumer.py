@@ -39,6 +39,7 @@ class EmailConsumer:
         self._consumer_tag: str | None = None
         self._lost = asyncio.Event()
         self._in_flight: set[asyncio.Task] = set()
+        self.connects = 0  # how many times the consumer was (re)registered
         handler.on_channel_broken = self._channel_broken
         metrics.consumer_up.set_function(lambda: 1 if self.ready else 0)
 
@@ -99,6 +100,7 @@ class EmailConsumer:
             await asyncio.shield(task)
 
         self._consumer_tag = await self._queue.consume(on_message)
+        self.connects += 1
 
     def _channel_broken(self) -> None:
         """The handler could neither ack nor move a message: recycle the channel it came on, if that is still the
