@@ -23,7 +23,6 @@ log = logging.getLogger("email_service.mailer")
 class SmtpPool:
     def __init__(self, settings: Settings, metrics: EmailMetrics) -> None:
         self._settings = settings
-        self._metrics = metrics
         self._size = settings.smtp_pool_size
         self._slots = asyncio.Semaphore(self._size)
         self._idle: list[aiosmtplib.SMTP] = []
