@@ -1,7 +1,8 @@
 """The one bounded wait of the test suites: poll a condition until it holds or the time is up.
 
-Invariant: every wait has a deadline and, when it passes, fails naming what did not happen; nothing waits by
-sleeping a fixed time and hoping.
+Invariant: every wait has a deadline and, when it passes, raises `WaitTimedOut` naming what did not happen; nothing
+waits by sleeping a fixed time and hoping. `WaitTimedOut` is an AssertionError, so pytest reports it as a failed
+check, and code outside pytest (the benchmarks, the cluster tool's callers) can use the same waits.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 
-import pytest
-
 Check = Callable[[], Awaitable[bool] | bool]
 
 
+class WaitTimedOut(AssertionError):
+    """A bounded wait ran out of time; the message names what did not happen."""
+
+
 async def eventually(check: Check, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> None:
-    """Wait until `check()` (plain or async) is true; fail the test after `timeout` seconds naming `what`."""
+    """Wait until `check()` (plain or async) is true; raise WaitTimedOut after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -26,7 +29,7 @@ async def eventually(check: Check, timeout: float = 10.0, interval: float = 0.02
         if result:
             return
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
+            raise WaitTimedOut(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -36,5 +39,5 @@ def eventually_sync(check: Callable[[], bool], timeout: float = 10.0, interval: 
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
+            raise WaitTimedOut(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
