@@ -8,8 +8,9 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 
-from tests.conftest import eventually
 from tests.support.amqp import event_body, publish_raw, read_queue, ready_count
+from tests.support.ports import free_port
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -158,8 +159,6 @@ async def test_topology_is_declared_idempotently_by_several_copies(email_service
 
 
 async def test_smtp_down_means_retries_not_losses(email_service_factory, smtp_server, vhost):
-    from tests.conftest import free_port
-
     closed_port = free_port()
     async with email_service_factory(smtp_port=closed_port, MAX_ATTEMPTS="2", RETRY_DELAYS="0.2") as consumer:
         await publish_raw(vhost.url, [event_body()])

@@ -6,19 +6,18 @@ import signal
 
 import pytest
 
-from tests.conftest import eventually, free_port
 from tests.support.amqp import declare_topology, event_body, publish_raw, ready_count
-from tests.support.services import email_process
+from tests.support.env import email_env, email_settings
+from tests.support.ports import free_port
+from tests.support.processes import VENV_BIN, email_process
+from tests.support.services import RunningEmailService
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 
 
 def process_env(vhost, smtp_server, **extra: str) -> dict[str, str]:
-    return {
-        "AMQP_URL": vhost.url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_server.port), "SMTP_SECURITY": "none",
-        "MAIL_FROM": "Acme <welcome@acme.test>", "METRICS_PORT": str(free_port()), "METRICS_HOST": "127.0.0.1",
-        "RETRY_DELAYS": "0.2,0.4", "LOG_LEVEL": "info", **extra,
-    }
+    return email_env(vhost.url, smtp_server.port, RETRY_DELAYS="0.2,0.4", LOG_LEVEL="info", **extra)
 
 
 async def test_sigterm_with_messages_in_flight_loses_nothing(vhost, smtp_server, email_service_factory, tmp_path):
@@ -32,7 +31,7 @@ async def test_sigterm_with_messages_in_flight_loses_nothing(vhost, smtp_server,
         await eventually(lambda: smtp_server.count() >= 3 and smtp_server.active >= 1, timeout=20,
                          what="the first mails, and more in flight")
         proc.signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
+        code = await proc.wait_exit(timeout=30)
     finally:
         proc.stop()
     output = proc.output()
@@ -59,7 +58,7 @@ async def test_shutdown_timeout_leaves_unfinished_messages_to_the_broker(vhost, 
     try:
         await eventually(lambda: smtp_server.active >= 1, timeout=20, what="a mail in flight")
         proc.signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert await proc.wait_exit(timeout=30) == 0
     finally:
         proc.stop()
     assert smtp_server.count() == 0
@@ -93,9 +92,7 @@ async def test_broker_connections_force_closed_mid_stream(vhost, smtp_server, em
 
 
 async def test_starts_while_broker_is_unreachable_then_not_ready(smtp_server, tmp_path):
-    from tests.support.services import RunningEmailService, email_settings
-
-    settings = email_settings(f"amqp://guest:guest@127.0.0.1:{free_port()}/", smtp_server.port, free_port())
+    settings = email_settings(f"amqp://guest:guest@127.0.0.1:{free_port()}/", smtp_server.port)
     service = RunningEmailService(settings).service
     await service.start()
     try:
@@ -113,8 +110,6 @@ async def test_starts_while_broker_is_unreachable_then_not_ready(smtp_server, tm
 
 async def test_bad_configuration_exits_2_naming_the_variable(tmp_path):
     import subprocess
-
-    from tests.support.services import VENV_BIN
 
     result = subprocess.run([str(VENV_BIN / "email-service"), "run"], env={"SMTP_SECURITY": "ssl", "PATH": "/usr/bin"},
                             capture_output=True, text=True, timeout=30)

@@ -9,12 +9,13 @@ import signal
 import subprocess
 import uuid
 
-import httpx
 import pytest
 
-from tests.conftest import eventually, free_port
 from tests.support.amqp import declare_topology, event_body, publish_raw, read_queue, ready_count
-from tests.support.services import VENV_BIN, email_process
+from tests.support.env import email_env
+from tests.support.ports import free_port
+from tests.support.processes import VENV_BIN, email_process, stop_all
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -156,9 +157,7 @@ def ledger(settings_env: dict):
 
 
 def process_env(vhost, smtp_server, **extra: str) -> dict[str, str]:
-    return {"AMQP_URL": vhost.url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_server.port),
-            "SMTP_SECURITY": "none", "MAIL_FROM": "Acme <welcome@acme.test>", "METRICS_HOST": "127.0.0.1",
-            "METRICS_PORT": str(free_port()), "RETRY_DELAYS": "0.3,0.6", "MAX_ATTEMPTS": "6", **extra}
+    return email_env(vhost.url, smtp_server.port, RETRY_DELAYS="0.3,0.6", MAX_ATTEMPTS="6", **extra)
 
 
 async def test_same_event_to_two_consumer_processes_gives_one_mail(vhost, smtp_server, dedup_env, tmp_path):
@@ -170,17 +169,7 @@ async def test_same_event_to_two_consumer_processes_gives_one_mail(vhost, smtp_s
     envs = [process_env(vhost, smtp_server, CONCURRENCY="1", **dedup_env) for _ in range(2)]
     procs = [email_process(env, tmp_path / f"email{i}.log").start() for i, env in enumerate(envs)]
     try:
-        async with httpx.AsyncClient() as client:
-            async def both_ready() -> bool:
-                for env in envs:
-                    try:
-                        response = await client.get(f"http://127.0.0.1:{env['METRICS_PORT']}/readyz")
-                    except httpx.TransportError:
-                        return False
-                    if response.status_code != 200:
-                        return False
-                return True
-            await eventually(both_ready, timeout=20, what="both consumers registered")
+        await asyncio.gather(*(proc.wait_ready(timeout=20) for proc in procs))  # both consumers registered
         await publish_raw(vhost.url, [body, body], message_id=event_id)
         await eventually(lambda: smtp_server.count() == 1, timeout=15, what="the one mail")
 
@@ -189,8 +178,7 @@ async def test_same_event_to_two_consumer_processes_gives_one_mail(vhost, smtp_s
         await eventually(lambda: sum(len(outcomes(p)) for p in procs) == 2, timeout=15,
                          what="the second copy skipped as a duplicate")
     finally:
-        for proc in procs:
-            proc.stop()
+        stop_all(procs)
     assert smtp_server.count() == 1
     assert sorted(outcomes(procs[0]) + outcomes(procs[1])) == ["duplicate", "sent"]
     assert all(len(outcomes(p)) == 1 for p in procs), "each consumer process should have handled one copy"
@@ -256,13 +244,7 @@ async def test_broker_connection_lost_while_the_smtp_server_answers_gives_one_ma
     env = process_env(vhost, smtp_server, **dedup_env)
     proc = email_process(env, tmp_path / "email.log").start()
     try:
-        async with httpx.AsyncClient() as client:
-            async def ready() -> bool:
-                try:
-                    return (await client.get(f"http://127.0.0.1:{env['METRICS_PORT']}/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-            await eventually(ready, timeout=15, what="email-service ready")
+        await proc.wait_ready(timeout=15)
         event_id = str(uuid.uuid4())
         await publish_raw(vhost.url, [event_body(event_id=event_id)], message_id=event_id)
         await eventually(lambda: smtp_server.count() == 1, timeout=10, what="the mail queued by the SMTP server")

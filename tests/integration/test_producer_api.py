@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 import aio_pika
 import pytest
 
-from tests.conftest import eventually, free_port
+from tests.support.ports import free_port
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 

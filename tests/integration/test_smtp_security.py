@@ -7,9 +7,10 @@ import ssl
 import pytest
 import trustme
 
-from tests.conftest import eventually, free_port
 from tests.support.amqp import event_body, publish_raw, read_queue
+from tests.support.ports import free_port
 from tests.support.smtp_server import SmtpTestServer
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -15,16 +15,17 @@ import contextlib
 import logging
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import eventually, free_port
+from tests.support.ports import free_port
+from tests.support.processes import ServiceProcess
+from tests.support.prometheus import Metrics
+from tests.support.waits import WaitTimedOut, eventually
 
 MISSING = "install the Debian package prometheus (make system-deps)"
 SIGNUPS = 25  # K: signups driven through the real Prometheus test
@@ -45,16 +46,6 @@ def promtool_check_metrics(exposition: str) -> tuple[int, list[str]]:
     result = subprocess.run([debian_tool("promtool"), "check", "metrics"], input=exposition, capture_output=True,
                             text=True, timeout=60, check=False)
     return result.returncode, [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-
-
-def samples(exposition: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """{(sample name, sorted labels): value} of a text exposition."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(exposition) for s in family.samples}
-
-
-def value(parsed: dict, name: str, **labels: str) -> float | None:
-    return parsed.get((name, tuple(sorted(labels.items()))))
 
 
 @pytest.fixture
@@ -126,20 +117,20 @@ async def test_metrics_pass_promtool_after_every_outcome(producer_factory, email
             assert email_response.status_code == 200
 
     # The expositions reflect the traffic (so promtool checked real series, not just the initial zeros).
-    p, e = samples(producer_text), samples(email_text)
-    assert [value(p, "producer_signups_total", outcome=o) for o in ("accepted", "invalid", "unavailable")] \
+    p, e = Metrics.parse(producer_text), Metrics.parse(email_text)
+    assert [p.value("producer_signups_total", outcome=o) for o in ("accepted", "invalid", "unavailable")] \
         == [4.0, 3.0, 1.0], producer_text
-    assert value(p, "producer_publish_seconds_count") == 4.0, producer_text
-    assert value(p, "producer_http_request_duration_seconds_count", route="/v1/signups", method="POST",
-                 status_class="4xx") == 3.0, producer_text
-    assert value(p, "producer_broker_connected") == 1.0, producer_text
-    assert [value(e, "email_messages_total", outcome=o) for o in ("sent", "retried", "dead_lettered", "duplicate")] \
+    assert p.value("producer_publish_seconds_count") == 4.0, producer_text
+    assert p.value("producer_http_request_duration_seconds_count", route="/v1/signups", method="POST",
+                   status_class="4xx") == 3.0, producer_text
+    assert p.value("producer_broker_connected") == 1.0, producer_text
+    assert [e.value("email_messages_total", outcome=o) for o in ("sent", "retried", "dead_lettered", "duplicate")] \
         == [3.0, 1.0, 1.0, 0.0], email_text
-    assert value(e, "email_dead_letters_total", reason="smtp_rejected") == 1.0, email_text
+    assert e.value("email_dead_letters_total", reason="smtp_rejected") == 1.0, email_text
     # Every SMTP exchange is timed, the 451 and the 550 included; end to end only counts accepted mails.
-    assert value(e, "email_send_seconds_count") == 5.0, email_text
-    assert value(e, "email_end_to_end_seconds_count") == 3.0, email_text
-    assert value(e, "email_consumer_up") == 1.0, email_text
+    assert e.value("email_send_seconds_count") == 5.0, email_text
+    assert e.value("email_end_to_end_seconds_count") == 3.0, email_text
+    assert e.value("email_consumer_up") == 1.0, email_text
 
     problems = []
     for service, text in (("producer-service", producer_text), ("email-service", email_text)):
@@ -160,44 +151,26 @@ class PrometheusServer:
     def __init__(self, tmp_path: Path, targets: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / "prometheus.log"
         self.config = tmp_path / "prometheus.yml"
         jobs = "".join(f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
                        for job, target in targets.items())
         self.config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
                                "  evaluation_interval: 1s\nscrape_configs:\n" + jobs)
-        self.argv = [debian_tool("prometheus"), f"--config.file={self.config}",
-                     f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
-                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=info"]
-        self.proc: subprocess.Popen | None = None
+        self.process = ServiceProcess(
+            "prometheus", [debian_tool("prometheus"), f"--config.file={self.config}",
+                           f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+                           f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=info"],
+            {}, tmp_path / "prometheus.log", ready_url=f"{self.url}/-/ready")
+        self.log_path = self.process.log_path
 
     def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+        self.process.start()
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.process.stop(grace=10)
 
-    async def wait_ready(self, client: httpx.AsyncClient, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(f"prometheus exited with {self.proc.returncode}\n{tail(self.log_path)}", pytrace=False)
-            with contextlib.suppress(httpx.TransportError):
-                if (await client.get(f"{self.url}/-/ready")).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                pytest.fail(f"prometheus not ready after {timeout}s\n{tail(self.log_path)}", pytrace=False)
-            await asyncio.sleep(0.1)
+    async def wait_ready(self, timeout: float = 15) -> None:
+        await self.process.wait_ready(timeout=timeout)
 
     async def query(self, client: httpx.AsyncClient, promql: str) -> list[dict]:
         response = await client.get(f"{self.url}/api/v1/query", params={"query": promql})
@@ -208,16 +181,17 @@ class PrometheusServer:
     async def scalar_at_least(self, client: httpx.AsyncClient, promql: str, minimum: float,
                               timeout: float) -> float | None:
         """Poll until the query's single sample is >= minimum; returns the last value seen (None: no sample)."""
-        deadline = time.monotonic() + timeout
-        last: float | None = None
-        while True:
+        last: list[float | None] = [None]
+
+        async def reached() -> bool:
             result = await self.query(client, promql)
-            if len(result) > 1:
-                pytest.fail(f"{promql} returned {len(result)} series: {result}", pytrace=False)
-            last = float(result[0]["value"][1]) if result else None
-            if (last is not None and last >= minimum) or time.monotonic() > deadline:
-                return last
-            await asyncio.sleep(0.2)
+            assert len(result) <= 1, f"{promql} returned {len(result)} series: {result}"
+            last[0] = float(result[0]["value"][1]) if result else None
+            return last[0] is not None and last[0] >= minimum
+
+        with contextlib.suppress(WaitTimedOut):  # the caller asserts on the value, naming what it saw
+            await eventually(reached, timeout=timeout, interval=0.2, what=promql)
+        return last[0]
 
 
 @pytest.mark.integration
@@ -232,7 +206,7 @@ async def test_prometheus_scrapes_both_services_and_counts_every_signup(producer
     try:
         async with httpx.AsyncClient(timeout=5) as client, email, producer:
             await producer.wait_ready()
-            await prometheus.wait_ready(client)
+            await prometheus.wait_ready()
             responses = await asyncio.gather(*(producer.signup(f"user{i}@example.com") for i in range(SIGNUPS)))
             assert [r.status_code for r in responses] == [202] * SIGNUPS, [r.text for r in responses]
             await eventually(lambda: email.count("sent") == SIGNUPS, timeout=15, what=f"{SIGNUPS} mails sent")

@@ -1,86 +1,135 @@
-"""A real SMTP server for tests (aiosmtpd, in a thread) that records mails and can be told to fail.
+"""The one SMTP test server of the suites: aiosmtpd in a thread on a fixed loopback port, told how to misbehave.
 
-    server.defer_next(2, "451 4.3.0 try again later")   # the next two mails get a 4xx
-    server.reject_recipient("nobody@example.com", "550 5.1.1 no such user")
-    server.delay = 0.5                                    # answer DATA slowly
+    server = SmtpTestServer(free_port()); server.start()
+    server.defer_next(2, "451 4.3.0 try again later")    # the next two mails get a 4xx
+    server.fail_with("421 4.3.2 try later")               # every mail, until fail_with(None)
+    server.reject_recipient("nobody@example.com")         # 550 for this RCPT
+    server.delay = 0.5                                    # every DATA takes this long to answer
+    server.queue_before_reply = True                      # like a real MTA: queued once the data is in
+    server.rules.append(rule)                             # any other reply policy (throttling, ...)
+    server.stop(); server.start()                         # an outage: same port, what was received is kept
+
+Invariants:
+- a mail is recorded exactly when the server has taken responsibility for it: after its 250 is decided (before
+  the delay when `queue_before_reply`, so a client that gives up waiting has sent it all the same);
+- each recorded mail carries the monotonic time it was accepted and its event id, read from the Message-ID
+  `<event_id@domain>` the email-service writes, so suites count mails per event without parsing whole messages;
+- the counters (deferred, refused, cut off) only grow, across stop()/start().
 """
 
 from __future__ import annotations
 
 import asyncio
 import email
+import email.message
 import email.policy
+import re
 import ssl
 import threading
+import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+ACCEPTED = "250 2.0.0 accepted"
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<([^@>\s]+)@", re.IGNORECASE | re.MULTILINE)
+
+# A reply rule sees every mail whose data is in and may answer it with a reply other than 250 (None: no opinion).
+ReplyRule = Callable[["SmtpTestServer", Envelope], str | None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReceivedMail:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    event_id: str | None  # from the Message-ID; None when there is none
+    at: float  # time.monotonic() when the server accepted it
+    peer_port: int  # the client's source port (which connection sent it)
 
     @property
     def message(self) -> email.message.EmailMessage:
-        return email.message_from_bytes(self.data, policy=email.policy.default)
+        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, email.message.EmailMessage)
+        return parsed
+
+
+def event_id_of(data: bytes) -> str | None:
+    head = data.split(b"\r\n\r\n", 1)[0]
+    match = _MESSAGE_ID.search(head)
+    return match.group(1).decode("ascii", "replace") if match else None
 
 
 class _Handler:
     def __init__(self, server: SmtpTestServer) -> None:
         self.server = server
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+    async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
         reply = self.server.recipient_replies.get(address.lower())
         if reply is not None:
+            with self.server.lock:
+                self.server.refused += 1
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):
-        with self.server.lock:
-            self.server.active += 1
-            self.server.max_active = max(self.server.max_active, self.server.active)
-        if self.server.queue_before_reply:  # like a real MTA: queued once the data is in, the 250 follows later
-            with self.server.lock:
-                self.server.mails.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        srv = self.server
+        with srv.lock:
+            srv.active += 1
+            srv.max_active = max(srv.max_active, srv.active)
+            reply = srv.reply_for(envelope)
+        recorded = False
         try:
-            if self.server.delay:
-                await asyncio.sleep(self.server.delay)
+            if reply == ACCEPTED and srv.queue_before_reply:
+                srv.record(envelope, session)
+                recorded = True
+            if srv.delay:
+                await asyncio.sleep(srv.delay)
         finally:
-            with self.server.lock:
-                self.server.active -= 1
-        if self.server.queue_before_reply:
-            return "250 2.0.0 accepted"
-        with self.server.lock:
-            if self.server.deferrals:
-                self.server.deferrals -= 1
-                self.server.deferred += 1
-                return self.server.deferral_reply
-            self.server.mails.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        return "250 2.0.0 accepted"
+            with srv.lock:
+                srv.active -= 1
+        if reply == ACCEPTED and not recorded:
+            srv.record(envelope, session)
+        return reply
 
 
 class SmtpTestServer:
+    """aiosmtpd on 127.0.0.1:`port`, optionally with STARTTLS or implicit TLS and AUTH."""
+
     def __init__(self, port: int, *, tls_context: ssl.SSLContext | None = None, implicit_tls: bool = False,
                  credentials: tuple[str, str] | None = None) -> None:
         self.port = port
         self.lock = threading.Lock()
         self.mails: list[ReceivedMail] = []
         self.recipient_replies: dict[str, str] = {}
-        self.deferrals = 0
-        self.deferred = 0
-        self.deferral_reply = "451 4.3.0 try again later"
+        self.rules: list[ReplyRule] = []
         self.delay = 0.0
-        self.active = 0
-        self.max_active = 0  # most DATA commands handled at the same time
-        self.queue_before_reply = False  # record a mail before answering (and before the delay), not after
-        kwargs: dict = {}
+        self.queue_before_reply = False
+        self.deferrals = 0  # mails still to answer with deferral_reply (defer_next)
+        self.deferral_reply = "451 4.3.0 try again later"
+        self.failing_reply: str | None = None  # answer every mail with this while set (fail_with)
+        self.deferred = 0  # mails answered with anything but 250
+        self.refused = 0  # RCPT refused
+        self.active = 0  # DATA commands being handled now
+        self.max_active = 0
+        self.cut_off_in_data = 0  # DATA commands in progress when the server was stopped
+        self.stops = 0
+        self._controller_kwargs = self._security(tls_context, implicit_tls, credentials)
+        self._controller: Controller | None = None
+
+    @staticmethod
+    def _security(tls_context: ssl.SSLContext | None, implicit_tls: bool,
+                  credentials: tuple[str, str] | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
         if credentials is not None:
-            def authenticator(server, session, envelope, mechanism, auth_data):
+            def authenticator(server: Any, session: Session, envelope: Envelope, mechanism: str,
+                              auth_data: Any) -> AuthResult:
                 ok = isinstance(auth_data, LoginPassword) and (
                     auth_data.login.decode(), auth_data.password.decode()) == credentials
                 return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
@@ -92,22 +141,69 @@ class SmtpTestServer:
             kwargs["ssl_context"] = tls_context
         elif tls_context is not None:
             kwargs.update(tls_context=tls_context, require_starttls=True)
-        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=port, server_hostname="localhost",
-                                     **kwargs)
+        return kwargs
+
+    # -- lifecycle
+
+    @property
+    def running(self) -> bool:
+        return self._controller is not None
 
     def start(self) -> None:
-        self.controller.start()
+        assert self._controller is None, "already running"
+        controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, server_hostname="localhost",
+                                ready_timeout=10, **self._controller_kwargs)
+        controller.start()
+        self._controller = controller
 
     def stop(self) -> None:
-        self.controller.stop()
+        """Go down hard: sessions in progress are cut off, new connections are refused."""
+        if self._controller is None:
+            return
+        with self.lock:
+            self.cut_off_in_data += self.active
+        self._controller.stop()
+        self._controller = None
+        self.stops += 1
+
+    # -- behaviour
 
     def defer_next(self, count: int, reply: str = "451 4.3.0 try again later") -> None:
         with self.lock:
             self.deferrals = count
             self.deferral_reply = reply
 
+    def fail_with(self, reply: str | None) -> None:
+        """Answer every mail with `reply` (e.g. "421 4.3.2 try later") until called with None."""
+        with self.lock:
+            self.failing_reply = reply
+
     def reject_recipient(self, address: str, reply: str = "550 5.1.1 no such user") -> None:
         self.recipient_replies[address.lower()] = reply
+
+    def reply_for(self, envelope: Envelope) -> str:
+        """The answer to a mail whose data is in (called under the lock)."""
+        reply = self.failing_reply
+        if reply is None and self.deferrals:
+            self.deferrals -= 1
+            reply = self.deferral_reply
+        for rule in self.rules:
+            if reply is not None:
+                break
+            reply = rule(self, envelope)
+        if reply is None:
+            return ACCEPTED
+        self.deferred += 1
+        return reply
+
+    def record(self, envelope: Envelope, session: Session) -> None:
+        content = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
+        mail = ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), content, event_id_of(content),
+                            time.monotonic(), session.peer[1] if session.peer else 0)
+        with self.lock:
+            self.mails.append(mail)
+
+    # -- what was received
 
     def received(self) -> list[ReceivedMail]:
         with self.lock:
@@ -119,3 +215,10 @@ class SmtpTestServer:
 
     def message_ids(self) -> list[str]:
         return [str(mail.message["Message-ID"]) for mail in self.received()]
+
+    def by_event(self) -> Counter[str]:
+        """event id -> mails accepted for it (more than 1: a duplicate); mails without an event id under ""."""
+        return Counter(mail.event_id or "" for mail in self.received())
+
+    def accepted_since(self, at: float) -> list[ReceivedMail]:
+        return [mail for mail in self.received() if mail.at > at]

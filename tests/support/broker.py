@@ -1,0 +1,63 @@
+"""The shared RabbitMQ as the suites administer it: rabbitmqctl, and a vhost of one's own per test or module.
+
+Invariant: a test run touches nothing outside the vhosts it created, and deletes each of them (with every queue
+and connection in it) when done. Without rabbitmqctl or a broker the tests fail saying what to start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from urllib.parse import quote, urlsplit
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
+_BROKER = urlsplit(AMQP_URL)
+START_IT = "start it with `rabbitmq-server -detached` (or `make broker`)"
+
+
+class BrokerMissing(AssertionError):
+    """RabbitMQ or its tools are not there; the message says what to install or start."""
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    if shutil.which("rabbitmqctl") is None:
+        raise BrokerMissing("rabbitmqctl is not on PATH: install RabbitMQ (apt-get install rabbitmq-server) and "
+                            + START_IT)
+    result = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: "
+                             f"{result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+def check_broker() -> None:
+    host, port = _BROKER.hostname or "localhost", _BROKER.port or 5672
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            pass
+    except OSError:
+        raise BrokerMissing(f"RabbitMQ does not answer at {host}:{port}: {START_IT}") from None
+
+
+class VHost:
+    """A vhost of the shared broker that belongs to one test (or one module)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.url = f"{_BROKER.scheme}://{_BROKER.netloc}/{quote(name, safe='')}"
+
+    @classmethod
+    def create(cls, prefix: str = "wm-test") -> VHost:
+        vhost = cls(f"{prefix}-{uuid.uuid4().hex[:10]}")
+        rabbitmqctl("add_vhost", vhost.name)
+        rabbitmqctl("set_permissions", "-p", vhost.name, _BROKER.username or "guest", ".*", ".*", ".*")
+        return vhost
+
+    def delete(self) -> None:
+        rabbitmqctl("delete_vhost", self.name)
+
+    def close_connections(self, reason: str = "test closes connections") -> None:
+        rabbitmqctl("close_all_connections", "--vhost", self.name, reason)
