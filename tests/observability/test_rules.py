@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-RULES = ROOT / "helm/welcome-mail/files/prometheus-rules.yaml"
+from tests.support.alert_rules import ROOT, RULES, alert_rules
+
 DASHBOARD = ROOT / "helm/welcome-mail/files/grafana-dashboard.json"
 ALERT_TESTS = Path(__file__).with_name("alerts_test.yaml")
-RUNBOOK_BASE = "https://github.com/example/welcome-mail#runbook-"
+RUNBOOK_BASE = "https://github.com/example/welcome-mail/blob/main/docs/operations.md#"
 
 # --- what exists: the metric names of SPEC.md plus the broker's per-queue series -------------------------
 
@@ -139,11 +139,6 @@ def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
 # --- the alert rules ---------------------------------------------------------------------------------------
 
 
-def alert_rules() -> list[dict]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
-
-
 def test_promtool_check_rules() -> None:
     assert_ok(promtool("check", "rules", str(RULES)))
 
@@ -178,7 +173,7 @@ def test_alerts_carry_severity_summary_description_and_runbook() -> None:
         assert rule.get("labels", {}).get("severity") in {"critical", "warning", "info"}, name
         annotations = rule.get("annotations", {})
         assert annotations.get("summary") and annotations.get("description"), name
-        # README.md's runbook has one heading "Runbook: <AlertName>" per alert, anchor #runbook-<alertname>.
+        # docs/operations.md has one heading per alert, anchor #<alertname> (tests/observability/test_runbooks.py).
         assert annotations.get("runbook_url") == RUNBOOK_BASE + name.lower(), name
 
 
