@@ -9,25 +9,19 @@ At the end of the session the table of every scenario is printed and written to 
 
 from __future__ import annotations
 
-import datetime
 import os
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.support.report import FULL, write_report
+
 from .harness import ReliabilityRun, ScenarioConfig
 from .outcome import Outcome, markdown_table
 
-FULL = os.environ.get("RELIABILITY_FULL", "") == "1"
 OWNS_BROKER = os.environ.get("RELIABILITY_OWNS_BROKER", "") == "1"
 SEED = int(os.environ.get("RELIABILITY_SEED", "20261128"))
-# The committed LATEST.md is rewritten by full runs (RELIABILITY_FULL=1) or when asked (RECORD_LATEST=1);
-# the short version inside `make test` writes to the temp folder, so a test run leaves the tree clean.
-LATEST = (Path(__file__).with_name("LATEST.md")
-          if "1" in (os.environ.get("RELIABILITY_FULL"), os.environ.get("RECORD_LATEST"))
-          else Path(tempfile.gettempdir()) / "welcome-mail-reliability-LATEST.md")
+LATEST = Path(__file__).with_name("LATEST.md")
 
 _rows: list[dict[str, str]] = []
 _failed_checks: list[str] = []
@@ -40,7 +34,7 @@ def record_fuzz(what: str, cases: int, problems: int) -> None:
 
 
 @pytest.fixture
-def scenario(vhost, tmp_path):
+def scenario(vhost, tmp_path: Path):
     """`async with scenario(ScenarioConfig(...)) as run:` a fresh set of processes on this test's vhost."""
 
     def make(config: ScenarioConfig) -> ReliabilityRun:
@@ -70,7 +64,7 @@ def check_invariant(outcome: Outcome, config: ScenarioConfig, workdir: Path) -> 
     if unexpected:
         problems.append(f"dead letters this scenario gives no reason for: {unexpected} "
                         f"(expected only {sorted(config.allowed_dead_letters) or 'none'})")
-    refused = {s.event_id for s in outcome.signups if s.email.startswith("refused") and s.accepted}
+    refused = {s.event_id for s in outcome.signups if s.refused and s.accepted}
     rejected = {e for e, reason in outcome.dead_letters if reason == "smtp_rejected"}
     if refused != rejected:
         problems.append(f"smtp_rejected dead letters do not match the refused recipients: {len(refused - rejected)} "
@@ -95,26 +89,8 @@ def check_invariant(outcome: Outcome, config: ScenarioConfig, workdir: Path) -> 
                     + f"\n\nprocess logs: {workdir}", pytrace=False)
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
-def _services_source() -> str:
-    """Where the services' code came from, if not from this repository (e.g. PYTHONPATH pointing at a patched copy)."""
-    import email_service
-    import producer_service
-
-    repo = Path(__file__).resolve().parents[2]
-    outside = [str(Path(m.__file__).parent) for m in (email_service, producer_service)
-               if repo not in Path(m.__file__).resolve().parents]
-    return f" Services loaded from outside the repository: {', '.join(outside)}." if outside else ""
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
     if not _rows and not _fuzz:
         return
     table = markdown_table(_rows) if _rows else "(no scenario ran)"
@@ -124,11 +100,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(table)
     if _failed_checks:
         terminalreporter.write_line(f"invariant broken in: {', '.join(_failed_checks)}")
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    LATEST.write_text(
-        f"# Reliability suite: latest outcome\n\n"
-        f"{'Full' if FULL else 'Small'} version, seed {SEED}, commit {_git_commit()} (plus the working tree), {when}, "
-        f"{os.cpu_count()} cores.{_services_source()}\n\n{table}\n\n"
+    write_report(
+        LATEST, "Reliability suite: latest outcome", f"{'Full' if FULL else 'Small'}",
+        f"Seed {SEED}.\n\n{table}\n\n"
         "Columns: *202* signups accepted; *503* 503 answers (each retried by the client with the same "
         "Idempotency-Key); *no 202* signups that never got a 202 after every retry; *delivered* mails the SMTP "
         "server accepted (duplicates included); *duplicates* mails or dead letters beyond the first per event, with "
@@ -136,5 +110,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         "SIGKILL or an SMTP cut-off can leave unrecorded between the SMTP server's 250 and the Redis write); *lost* "
         "202s that ended as neither mail nor dead letter; *without 202* events that reached the end although their "
         "signup never got a 202; *kills* SIGKILLs.\n"
-        + (f"\nInvariant broken in: {', '.join(_failed_checks)}\n" if _failed_checks else ""),
-        encoding="utf-8")
+        + (f"\nInvariant broken in: {', '.join(_failed_checks)}\n" if _failed_checks else ""))

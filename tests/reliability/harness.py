@@ -24,16 +24,24 @@ import aio_pika
 
 from email_service.retry import RetryPolicy
 from email_service.topology import DEAD_LETTER_QUEUE, WORK_QUEUE
-from tests.conftest import eventually, free_port, rabbitmqctl
+from tests.support.amqp import read_dead_letters
+from tests.support.broker import VHost, rabbitmqctl
+from tests.support.env import email_env, producer_env
+from tests.support.fleet import ConsumerFleet
+from tests.support.load import SignupLoad
+from tests.support.ports import free_port
+from tests.support.processes import producer_process
+from tests.support.redis_server import PrivateRedis
+from tests.support.service_logs import ServiceLogs
+from tests.support.smtp_server import SmtpTestServer
+from tests.support.waits import eventually
 
-from .load import SignupLoad
-from .outcome import Outcome, ServiceLogs
-from .processes import SHUTDOWN_TIMEOUT_SECONDS, ConsumerFleet, PrivateRedis, http_ok, producer_process, stop_process
-from .smtp import ChaosSmtpServer
+from .outcome import Outcome
 
 RETRY_DELAYS = "0.5,1,2,4,8"
 MAX_ATTEMPTS = 8  # retry window 0.5+1+2+4+8+8+8 = 31.5 s: longer than any SMTP outage the scenarios make
 SMTP_TIMEOUT_SECONDS = 2  # with dedup on, a claim left by a killed process lasts 4 x this + 10 s
+SHUTDOWN_TIMEOUT_SECONDS = 10
 
 
 @dataclass
@@ -66,7 +74,7 @@ class Chaos:
 
 
 class ReliabilityRun:
-    def __init__(self, config: ScenarioConfig, vhost, workdir: Path, seed: int) -> None:
+    def __init__(self, config: ScenarioConfig, vhost: VHost, workdir: Path, seed: int) -> None:
         self.config = config
         self.vhost = vhost
         self.workdir = workdir
@@ -74,33 +82,25 @@ class ReliabilityRun:
         self.run_id = uuid.uuid4().hex[:12]
         self.chaos = Chaos()
         self.redis: PrivateRedis | None = None
-        self.smtp = ChaosSmtpServer(free_port())
+        self.smtp = SmtpTestServer(free_port())
         self.policy = RetryPolicy(max_attempts=MAX_ATTEMPTS, delays=tuple(float(d) for d in RETRY_DELAYS.split(",")))
-        refused = frozenset(range(3, config.signups, config.refused_every)) if config.refused_every else frozenset()
         self.producer_port = free_port()
-        self.producer = producer_process({
-            "AMQP_URL": vhost.url, "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(self.producer_port),
-            "LOG_LEVEL": "WARNING", "RETRY_AFTER_SECONDS": "1", "RECONNECT_MAX_DELAY_SECONDS": "0.5",
-            "PUBLISH_TIMEOUT_SECONDS": "5"}, workdir / "producer.log")
-        self.load = SignupLoad(f"http://127.0.0.1:{self.producer_port}", config.signups, run_id=self.run_id,
+        self.producer = producer_process(
+            producer_env(vhost.url, http_port=self.producer_port, LOG_LEVEL="WARNING", PUBLISH_TIMEOUT_SECONDS=5),
+            workdir / "producer.log")
+        self.load = SignupLoad(f"http://127.0.0.1:{self.producer_port}", count=config.signups, run_id=self.run_id,
                                rate=config.rate, max_attempts=config.client_attempts, seed=self.rng.randrange(2**32),
-                               refused=refused)
+                               refused_every=config.refused_every,
+                               on_signup=lambda s: self.smtp.reject_recipient(s.email) if s.refused else None)
         self.fleet: ConsumerFleet | None = None
         self.started = 0.0
 
     def email_env(self) -> dict[str, str]:
-        env = {
-            "AMQP_URL": self.vhost.url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.smtp.port),
-            "SMTP_SECURITY": "none", "SMTP_TIMEOUT_SECONDS": str(SMTP_TIMEOUT_SECONDS),
-            "MAIL_FROM": "Acme <welcome@acme.test>", "METRICS_HOST": "127.0.0.1",
-            "CONCURRENCY": str(self.config.concurrency), "RETRY_DELAYS": RETRY_DELAYS,
-            "MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-            "SHUTDOWN_TIMEOUT_SECONDS": str(SHUTDOWN_TIMEOUT_SECONDS), "RECONNECT_MAX_DELAY_SECONDS": "0.5",
-            "LOG_LEVEL": "info",
-        }
-        if self.redis is not None:
-            env.update(DEDUP_URL=self.redis.url, DEDUP_KEY_PREFIX=f"wm-reliability-{self.run_id}:")
-        return env
+        dedup = {} if self.redis is None else {"DEDUP_URL": self.redis.url,
+                                               "DEDUP_KEY_PREFIX": f"wm-reliability-{self.run_id}:"}
+        return email_env(self.vhost.url, self.smtp.port, SMTP_TIMEOUT_SECONDS=SMTP_TIMEOUT_SECONDS,
+                         CONCURRENCY=self.config.concurrency, RETRY_DELAYS=RETRY_DELAYS, MAX_ATTEMPTS=MAX_ATTEMPTS,
+                         SHUTDOWN_TIMEOUT_SECONDS=SHUTDOWN_TIMEOUT_SECONDS, LOG_LEVEL="info", **dedup)
 
     async def __aenter__(self) -> ReliabilityRun:
         self.started = time.monotonic()
@@ -108,18 +108,15 @@ class ReliabilityRun:
             if self.config.dedup:
                 self.redis = await PrivateRedis(self.workdir).start()
             self.smtp.delay = self.config.smtp_delay
-            for signup in self.load.signups:
-                if signup.email.startswith("refused"):
-                    self.smtp.refuse_recipient(signup.email)
             self.smtp.start()
-            self.fleet = ConsumerFleet(self.email_env(), self.config.consumers, self.workdir)
+            self.fleet = ConsumerFleet(self.email_env(), self.config.consumers, self.workdir,
+                                       shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
             for slot in range(self.config.consumers):
                 self.fleet.start(slot)
             self.producer.start()
             for slot in range(self.config.consumers):
                 await self.fleet.wait_ready(slot)
-            await eventually(lambda: http_ok(f"http://127.0.0.1:{self.producer_port}/readyz"), timeout=30,
-                             interval=0.1, what="producer ready")
+            await self.producer.wait_ready(timeout=30)
         except BaseException:
             self.cleanup()
             raise
@@ -129,7 +126,7 @@ class ReliabilityRun:
         self.cleanup()
 
     def cleanup(self) -> None:
-        stop_process(self.producer)
+        self.producer.stop()
         if self.fleet is not None:
             self.fleet.cleanup()
         self.smtp.stop()
@@ -204,27 +201,20 @@ class ReliabilityRun:
             await connection.close()
 
     async def read_dead_letters(self) -> list[tuple[str | None, str]]:
-        letters = []
-        connection = await aio_pika.connect(self.vhost.url)
-        try:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(DEAD_LETTER_QUEUE, passive=True)
-            while (message := await queue.get(fail=False)) is not None:
-                headers = message.headers or {}
-                reason = headers.get("x-dead-letter-reason") or headers.get("x-first-death-reason") or "unknown"
-                reason = reason.decode() if isinstance(reason, bytes) else str(reason)
-                letters.append((message.message_id, reason))
-                await message.ack()
-        finally:
-            await connection.close()
-        return letters
+        return [(letter.message_id, letter.reason) for letter in await read_dead_letters(self.vhost.url)]
+
+    def smtp_sessions(self, event_id: str) -> list[str]:
+        """When and from which client port the SMTP server accepted each mail of one event."""
+        wall_minus_monotonic = time.time() - time.monotonic()
+        return [f"{wall_minus_monotonic + mail.at:.3f} from {mail.peer_port}"
+                for mail in self.smtp.received() if mail.event_id == event_id]
 
     def _write_post_mortem(self, outcome: Outcome) -> None:
         """outcome.json next to the process logs: what went wrong for which event."""
         duplicated = {e: n for e, n in outcome.by_event.items() if n > 1}
         (self.workdir / "outcome.json").write_text(json.dumps({
             "row": outcome.row(), "lost": outcome.lost, "unknown": outcome.unknown,
-            "duplicated": {e: {"copies": n, "smtp": self.smtp.sessions.get(e, []),
+            "duplicated": {e: {"copies": n, "smtp": self.smtp_sessions(e),
                                "logged_sent": outcome.logs.sent[e]} for e, n in duplicated.items()},
             "dead_letters": [list(letter) for letter in outcome.dead_letters],
         }, indent=1))
@@ -241,7 +231,7 @@ class ReliabilityRun:
             await connection.close()
         dead_letters = await self.read_dead_letters()
         outcome = Outcome(
-            scenario=self.config.name, dedup=self.config.dedup, signups=self.load.signups, mails=self.smtp.mails(),
+            scenario=self.config.name, dedup=self.config.dedup, signups=self.load.signups, mails=self.smtp.by_event(),
             dead_letters=dead_letters, disruptions=self.chaos.counts,
             duplicate_bound=self.chaos.unrecorded_bound if self.config.dedup else self.chaos.duplicate_bound,
             logs=ServiceLogs.read(self.fleet.logs), seconds=time.monotonic() - self.started)

@@ -3,44 +3,11 @@ server accepted or one dead letter with a reason."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from .load import Signup
-
-
-@dataclass
-class ServiceLogs:
-    """What the email-service processes wrote (JSON lines); a SIGKILL can cut the last line, which is skipped."""
-
-    sent: Counter[str] = field(default_factory=Counter)  # event id -> "mail sent" lines
-    duplicate_skips: int = 0  # "duplicate event skipped" (dedup on)
-    left_unacked: list[int] = field(default_factory=list)  # per graceful shutdown
-    tracebacks: int = 0  # tracebacks logged by the service itself or by asyncio (an unhandled exception)
-
-    @classmethod
-    def read(cls, paths: list[Path]) -> ServiceLogs:
-        logs = cls()
-        for path in paths:
-            for raw in path.read_bytes().splitlines():
-                try:
-                    line = json.loads(raw)
-                except ValueError:
-                    continue
-                msg = line.get("msg")
-                if msg == "mail sent":
-                    logs.sent[line.get("event_id")] += 1
-                elif msg == "duplicate event skipped":
-                    logs.duplicate_skips += 1
-                elif msg == "in-flight messages handled":
-                    logs.left_unacked.append(int(line.get("left_unacked", 0)))
-                # The service's own errors and unhandled task exceptions; aiormq logs a forced close with a
-                # traceback as a warning, which is what a forced close looks like, not a failure.
-                if "exc" in line and str(line.get("logger")).startswith(("email_service", "asyncio")):
-                    logs.tracebacks += 1
-        return logs
+from tests.support.load import Signup
+from tests.support.service_logs import ServiceLogs
 
 
 @dataclass

@@ -26,19 +26,25 @@ import aio_pika
 import httpx
 import pytest
 
-from tests.conftest import eventually, free_port
-from tests.support.amqp import declare_topology
-from tests.support.services import VENV_BIN
+from tests.support.amqp import declare_topology, read_dead_letters, ready_count
+from tests.support.env import email_env, producer_env
+from tests.support.ports import free_port
+from tests.support.probes import http_ok
+from tests.support.processes import VENV_BIN, email_process, producer_process
+from tests.support.prometheus import Metrics
+from tests.support.report import FULL
+from tests.support.service_logs import WITH_CONSUMER_CALLBACKS, tracebacks
+from tests.support.smtp_server import SmtpTestServer
+from tests.support.waits import within
 
-from .conftest import FULL, SEED, record_fuzz
+from .conftest import SEED, record_fuzz
 from .fuzz_cases import RawRequest, amqp_messages, collect, raw_requests, wire_types
-from .processes import email_process, http_ok, producer_process, stop_process
-from .smtp import ChaosSmtpServer
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow,
               pytest.mark.timeout(900 if FULL else 240)]
 
 MAX_BODY_BYTES = 16384
+DLQ = "email.welcome.dlq"
 SIGNUP_STATUSES = {202, 400, 413, 415, 422, 503}  # what openapi.json lists for POST /v1/signups
 
 
@@ -53,22 +59,19 @@ def producer(request, tmp_path):
     else:
         amqp_url = f"amqp://guest:guest@127.0.0.1:{free_port()}/"  # nothing listens there: the broker is out
     port = free_port()
-    process = producer_process({"AMQP_URL": amqp_url, "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port),
-                                "MAX_BODY_BYTES": str(MAX_BODY_BYTES), "LOG_LEVEL": "WARNING",
-                                "PUBLISH_TIMEOUT_SECONDS": "2", "RECONNECT_MAX_DELAY_SECONDS": "0.5"},
+    process = producer_process(producer_env(amqp_url, http_port=port, MAX_BODY_BYTES=MAX_BODY_BYTES,
+                                            LOG_LEVEL="WARNING", PUBLISH_TIMEOUT_SECONDS=2),
                                tmp_path / "producer.log").start()
     url = f"http://127.0.0.1:{port}"
     try:
-        asyncio.run(eventually(lambda: http_ok(f"{url}/{'readyz' if broker == 'up' else 'healthz'}"), timeout=30,
-                               interval=0.1, what="producer up"))
+        asyncio.run(process.wait_ready(f"{url}/{'readyz' if broker == 'up' else 'healthz'}", timeout=30))
         yield url, broker, process
     finally:
-        stop_process(process)
+        process.stop()
 
 
 def _signups_by_outcome(url: str) -> dict[str, float]:
-    text = httpx.get(f"{url}/metrics", timeout=5).text
-    return {m[1]: float(m[2]) for m in re.finditer(r'^producer_signups_total\{outcome="(\w+)"\} (\S+)$', text, re.M)}
+    return Metrics.parse(httpx.get(f"{url}/metrics", timeout=5).text).by_label("producer_signups_total", "outcome")
 
 
 @pytest.mark.parametrize("producer", ["up", "down"], indirect=True)
@@ -136,7 +139,7 @@ async def test_producer_raw_requests(producer):
             problems = _response_problems(response, broker)
             if problems:
                 failures[tuple(problems)].append(case)
-    assert process.proc.poll() is None, "the producer died"
+    assert process.alive, "the producer died"
     record_fuzz(f"raw requests (hypothesis), broker {broker}", len(cases), sum(len(v) for v in failures.values()))
     if failures:
         report = [f"{len(cases)} raw requests (seed {SEED}, broker {broker}); problems found:"]
@@ -177,41 +180,39 @@ async def test_consumer_survives_fuzzed_amqp_messages(vhost, tmp_path):
     # About a quarter are valid events (with odd properties and headers): the consumer must keep delivering them.
     for i, message in enumerate(messages):
         message.number = i
-    smtp = ChaosSmtpServer(free_port())
+    smtp = SmtpTestServer(free_port())
     smtp.start()
     metrics_port = free_port()
-    process = email_process({
-        "AMQP_URL": vhost.url, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp.port), "SMTP_SECURITY": "none",
-        "MAIL_FROM": "Acme <welcome@acme.test>", "METRICS_HOST": "127.0.0.1", "METRICS_PORT": str(metrics_port),
-        "RETRY_DELAYS": "0.2,0.4", "MAX_ATTEMPTS": "3", "CONCURRENCY": "16", "LOG_LEVEL": "info",
-        "RECONNECT_MAX_DELAY_SECONDS": "0.5"}, tmp_path / "email.log").start()
+    process = email_process(email_env(vhost.url, smtp.port, metrics_port=metrics_port, RETRY_DELAYS="0.2,0.4",
+                                      MAX_ATTEMPTS=3, CONCURRENCY=16, LOG_LEVEL="info"),
+                            tmp_path / "email.log").start()
     metrics = f"http://127.0.0.1:{metrics_port}"
     try:
-        await eventually(lambda: http_ok(f"{metrics}/readyz"), timeout=30, interval=0.1, what="email-service ready")
+        await process.wait_ready(timeout=30)
         await _publish(vhost.url, messages)
         valid = {m.valid_event_id: m for m in messages if m.valid_event_id}
         invalid = [m for m in messages if m.expected is not None]
         dlq_target = len(invalid)
 
         async def settled() -> bool:
-            mails = smtp.mails()
-            return all(mails[e] for e in valid) and await _dlq_ready(vhost.url) >= dlq_target
+            mails = smtp.by_event()
+            return all(mails[e] for e in valid) and await ready_count(vhost.url, DLQ) >= dlq_target
 
         started = time.monotonic()
-        with_timeout = await _within(settled, timeout=60 if FULL else 30)
+        with_timeout = await within(settled, timeout=60 if FULL else 30)
         waited = time.monotonic() - started
-        alive = process.proc.poll() is None
+        alive = process.alive
         healthy = alive and await http_ok(f"{metrics}/healthz") and await http_ok(f"{metrics}/readyz")
         takes_new_work = healthy and await _send_one_more_valid(vhost.url, smtp)
     finally:
-        code = stop_process(process)
+        code = process.stop()
         smtp.stop()
-    letters = await _read_dlq(vhost.url)
-    left = await _dlq_ready(vhost.url, "email.welcome")
+    letters = [(letter.headers, letter.reason) for letter in await read_dead_letters(vhost.url, DLQ)]
+    left = await ready_count(vhost.url, "email.welcome")
 
     problems = []
     if not alive:
-        problems.append(f"the email-service process died (exit {process.proc.returncode})")
+        problems.append(f"the email-service process died (exit {process.returncode})")
     elif not healthy:
         problems.append("the email-service is alive but no longer healthy and ready")
     elif not takes_new_work:
@@ -221,8 +222,8 @@ async def test_consumer_survives_fuzzed_amqp_messages(vhost, tmp_path):
         problems.append(f"the graceful stop exited {code}")
     if not with_timeout:
         problems.append(f"not every message was delivered or dead-lettered within {waited:.0f}s")
-    log = (tmp_path / "email.log").read_text(errors="replace")
-    problems += _crashes(log)
+    problems += [f"{count}x traceback in the log, {kind}"
+                 for kind, count in tracebacks([process.log_path], WITH_CONSUMER_CALLBACKS).most_common()]
     seen: dict[int, list[str]] = defaultdict(list)
     for headers, reason in letters:
         number = headers.get("x-fuzz-number")
@@ -230,7 +231,7 @@ async def test_consumer_survives_fuzzed_amqp_messages(vhost, tmp_path):
             problems.append(f"a dead letter without our x-fuzz-number header: {headers!r:.200}")
             continue
         seen[int(number)].append(reason)
-    mails = smtp.mails()
+    mails = smtp.by_event()
     wrong, missing, valid_wrong = [], [], []
     for message in messages:
         reasons = seen.get(message.number, [])
@@ -257,23 +258,6 @@ async def test_consumer_survives_fuzzed_amqp_messages(vhost, tmp_path):
                     + "\n- ".join(problems) + f"\n\nlog: {tmp_path}/email.log", pytrace=False)
 
 
-def _crashes(log: str) -> list[str]:
-    """Tracebacks logged by the service itself, aiormq's consumer callback or asyncio, grouped by their last line."""
-    kinds: dict[str, int] = defaultdict(int)
-    for raw in log.splitlines():
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        logger, msg = str(line.get("logger")), str(line.get("msg", ""))
-        if msg.startswith("Exception in callback <function _task_done"):
-            continue  # asyncio repeating what aiormq.channel logged as "Consumer callback failed"
-        if "exc" in line and (logger.startswith("email_service") or logger in ("asyncio", "aiormq.channel")):
-            last = line["exc"].strip().splitlines()[-1]
-            kinds[f"{logger}: {msg[:60]!r} {last[:200]}"] += 1
-    return [f"{count}x traceback in the log, {kind}" for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])]
-
-
 async def _publish(url: str, messages) -> None:
     connection = await aio_pika.connect(url)
     try:
@@ -288,7 +272,7 @@ async def _publish(url: str, messages) -> None:
         await connection.close()
 
 
-async def _send_one_more_valid(url: str, smtp: ChaosSmtpServer) -> bool:
+async def _send_one_more_valid(url: str, smtp: SmtpTestServer) -> bool:
     """After the fuzz: does the consumer still take new work?"""
     from .fuzz_cases import valid_event
 
@@ -300,40 +284,4 @@ async def _send_one_more_valid(url: str, smtp: ChaosSmtpServer) -> bool:
             aio_pika.Message(json.dumps(valid_event(event_id, "after@example.com")).encode()), "email.welcome")
     finally:
         await connection.close()
-    async def sent() -> bool:
-        return smtp.mails()[event_id] == 1
-
-    return await _within(sent, timeout=15)
-
-
-async def _within(check, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.2)
-    return False
-
-
-async def _dlq_ready(url: str, queue: str = "email.welcome.dlq") -> int:
-    connection = await aio_pika.connect(url)
-    try:
-        declared = await (await connection.channel()).declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count
-    finally:
-        await connection.close()
-
-
-async def _read_dlq(url: str) -> list[tuple[dict, str]]:
-    letters = []
-    connection = await aio_pika.connect(url)
-    try:
-        queue = await (await connection.channel()).declare_queue("email.welcome.dlq", passive=True)
-        while (message := await queue.get(fail=False)) is not None:
-            headers = dict(message.headers or {})
-            reason = headers.get("x-dead-letter-reason") or headers.get("x-first-death-reason") or "(none)"
-            letters.append((headers, reason.decode() if isinstance(reason, bytes) else str(reason)))
-            await message.ack()
-    finally:
-        await connection.close()
-    return letters
+    return await within(lambda: smtp.by_event()[event_id] == 1, timeout=15)

@@ -11,9 +11,11 @@ import asyncio
 
 import pytest
 
-from tests.conftest import eventually, rabbitmqctl
+from tests.support.broker import rabbitmqctl
+from tests.support.report import FULL
+from tests.support.waits import eventually
 
-from .conftest import FULL, OWNS_BROKER, check_invariant
+from .conftest import OWNS_BROKER, check_invariant
 from .harness import ReliabilityRun, ScenarioConfig
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow,

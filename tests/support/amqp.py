@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import aio_pika
@@ -66,3 +67,21 @@ async def ready_count(url: str, queue_name: str) -> int:
         return queue.declaration_result.message_count
     finally:
         await connection.close()
+
+
+async def read_dead_letters(url: str, queue_name: str = "email.welcome.dlq") -> list[DeadLetter]:
+    """Every dead letter now in the queue, with its reason; they are acked (removed)."""
+    return [DeadLetter.of(message) for message in await read_queue(url, queue_name)]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message_id: str | None
+    headers: dict[str, object]
+    reason: str  # the email-service's reason, else RabbitMQ's own (delivery_limit, expired, ...), else "unknown"
+
+    @classmethod
+    def of(cls, message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
+        headers = dict(message.headers or {})
+        reason = headers.get("x-dead-letter-reason") or headers.get("x-first-death-reason") or "unknown"
+        return cls(message.message_id, headers, reason.decode() if isinstance(reason, bytes) else str(reason))

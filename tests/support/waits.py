@@ -41,3 +41,13 @@ def eventually_sync(check: Callable[[], bool], timeout: float = 10.0, interval: 
         if time.monotonic() > deadline:
             raise WaitTimedOut(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+async def within(check: Check, timeout: float, interval: float = 0.2) -> bool:
+    """Like `eventually`, but answers whether `check()` held in time instead of raising: for a report that lists
+    every broken promise rather than stopping at the first."""
+    try:
+        await eventually(check, timeout=timeout, interval=interval)
+    except WaitTimedOut:
+        return False
+    return True
