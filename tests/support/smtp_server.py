@@ -39,6 +39,7 @@ ACCEPTED = "250 2.0.0 accepted"
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<([^@>\s]+)@", re.IGNORECASE | re.MULTILINE)
 
 # A reply rule sees every mail whose data is in and may answer it with a reply other than 250 (None: no opinion).
+# It runs under the server's lock, in the server's thread, and may read the server (count(), received(), ...).
 ReplyRule = Callable[["SmtpTestServer", Envelope], str | None]
 
 
@@ -105,7 +106,7 @@ class SmtpTestServer:
     def __init__(self, port: int, *, tls_context: ssl.SSLContext | None = None, implicit_tls: bool = False,
                  credentials: tuple[str, str] | None = None) -> None:
         self.port = port
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # reentrant: reply rules run under it and may read the server
         self.mails: list[ReceivedMail] = []
         self.recipient_replies: dict[str, str] = {}
         self.rules: list[ReplyRule] = []

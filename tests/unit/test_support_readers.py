@@ -1,0 +1,57 @@
+"""The test-support layer's pure parts: the Prometheus text reader and the readiness probe's arithmetic.
+
+A reader that misreads makes every test built on it pass or fail for the wrong reason, so it is tested itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.probes import ReadinessProbe
+from tests.support.prometheus import Metrics, histogram_quantile
+
+EXPOSITION = """\
+# HELP email_messages_total Messages handled, by outcome.
+# TYPE email_messages_total counter
+email_messages_total{outcome="sent"} 3.0
+email_messages_total{outcome="retried"} 1.0
+# HELP email_in_progress Messages being handled.
+# TYPE email_in_progress gauge
+email_in_progress 2.0
+# HELP email_send_seconds SMTP exchange.
+# TYPE email_send_seconds histogram
+email_send_seconds_bucket{le="0.1"} 2.0
+email_send_seconds_bucket{le="0.5"} 4.0
+email_send_seconds_bucket{le="+Inf"} 4.0
+email_send_seconds_count 4.0
+email_send_seconds_sum 0.6
+"""
+
+
+def test_metrics_reader_finds_samples_by_exact_labels() -> None:
+    metrics = Metrics.parse(EXPOSITION)
+    assert metrics.value("email_messages_total", outcome="sent") == 3.0
+    assert metrics.value("email_messages_total", outcome="dead_lettered") is None
+    assert metrics.value("email_messages_total") is None  # labels must match exactly
+    assert metrics.value("email_in_progress") == 2.0
+    assert metrics.by_label("email_messages_total", "outcome") == {"sent": 3.0, "retried": 1.0}
+    assert metrics.total("email_messages_total") == 4.0
+    assert {"email_send_seconds_count", "email_in_progress"} <= metrics.names()
+
+
+def test_histogram_and_its_quantile() -> None:
+    buckets = Metrics.parse(EXPOSITION).histogram("email_send_seconds")
+    assert buckets == {0.1: 2.0, 0.5: 4.0, float("inf"): 4.0}
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)
+    assert histogram_quantile(0.75, buckets) == pytest.approx(0.3)  # linear inside (0.1, 0.5]
+    assert histogram_quantile(0.5, {}) is None
+    assert histogram_quantile(0.5, {1.0: 0.0, float("inf"): 0.0}) is None
+
+
+def test_probe_down_intervals_run_from_the_first_failure_to_the_next_success() -> None:
+    probe = ReadinessProbe("p", "http://unused")
+    probe.samples = [(0.0, True), (1.0, False), (1.5, False), (2.0, True), (3.0, False), (4.0, False)]
+    assert probe.down_intervals(since=0.0) == [(1.0, 2.0), (3.0, 4.0)]  # the last one still open: up to now
+    assert probe.down_seconds(since=0.0) == pytest.approx(2.0)
+    assert probe.down_intervals(since=2.5) == [(3.0, 4.0)]
+    assert not probe.ready and probe.sampled_since(3.5)
