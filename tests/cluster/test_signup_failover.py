@@ -46,6 +46,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from email_service.wire import REASON_HEADER
 from tests.cluster.conftest import cluster_sh
 from tests.conftest import eventually, free_port
 from tests.support.amqp import read_queue
@@ -712,7 +713,7 @@ def evaluate(plan: Plan, load: LoadClient, smtp: SmtpTestServer, dead_letters, c
         mail_count[event_id] = mail_count.get(event_id, 0) + 1
     dead: dict[str, list[str]] = {}
     for message in dead_letters:
-        reason = (message.headers or {}).get("x-dead-letter-reason")
+        reason = (message.headers or {}).get(REASON_HEADER)
         reason = reason.decode() if isinstance(reason, bytes) else str(reason)
         dead.setdefault(str(message.message_id), []).append(reason)
 

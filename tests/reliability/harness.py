@@ -24,6 +24,7 @@ import aio_pika
 
 from email_service.retry import RetryPolicy
 from email_service.topology import DEAD_LETTER_QUEUE, WORK_QUEUE
+from email_service.wire import dead_letter_reason
 from tests.conftest import eventually, free_port, rabbitmqctl
 
 from .load import SignupLoad
@@ -210,10 +211,7 @@ class ReliabilityRun:
             channel = await connection.channel()
             queue = await channel.declare_queue(DEAD_LETTER_QUEUE, passive=True)
             while (message := await queue.get(fail=False)) is not None:
-                headers = message.headers or {}
-                reason = headers.get("x-dead-letter-reason") or headers.get("x-first-death-reason") or "unknown"
-                reason = reason.decode() if isinstance(reason, bytes) else str(reason)
-                letters.append((message.message_id, reason))
+                letters.append((message.message_id, dead_letter_reason(message.headers)))
                 await message.ack()
         finally:
             await connection.close()

@@ -26,6 +26,8 @@ import aio_pika
 import httpx
 import pytest
 
+from email_service.wire import dead_letter_reason
+from producer_service.app import REQUEST_ID_HEADER
 from tests.conftest import eventually, free_port
 from tests.support.amqp import declare_topology
 from tests.support.services import VENV_BIN
@@ -167,7 +169,7 @@ def _response_problems(response: httpx.Response, broker: str) -> list[str]:
         problems.append(f"unexpected success {status}")
     else:
         problems += [f"rejection not machine-readable: {error}" for error in _problem_body_errors(response)]
-    if "x-request-id" not in response.headers:
+    if REQUEST_ID_HEADER not in response.headers:
         problems.append("no X-Request-ID in the response")
     return problems
 
@@ -331,8 +333,7 @@ async def _read_dlq(url: str) -> list[tuple[dict, str]]:
         queue = await (await connection.channel()).declare_queue("email.welcome.dlq", passive=True)
         while (message := await queue.get(fail=False)) is not None:
             headers = dict(message.headers or {})
-            reason = headers.get("x-dead-letter-reason") or headers.get("x-first-death-reason") or "(none)"
-            letters.append((headers, reason.decode() if isinstance(reason, bytes) else str(reason)))
+            letters.append((headers, dead_letter_reason(headers)))
             await message.ack()
     finally:
         await connection.close()

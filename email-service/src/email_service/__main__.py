@@ -21,6 +21,7 @@ import sys
 
 from . import logs
 from .config import ConfigError, Settings
+from .wire import DEAD_LETTER_REASONS
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -77,8 +78,6 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .errors import DeadLetterReason
-
     parser = argparse.ArgumentParser(prog="email-service", description="Sends the welcome email for every signup.",
                                      epilog="Exit codes: 0 done, 1 partly done, 2 usage or configuration, "
                                             "3 broker unreachable, 4 queue missing.")
@@ -86,8 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="consume user.signed_up events and send the welcome emails")
     dlq = sub.add_parser("dlq", help="inspect, replay or purge dead-lettered messages (email.welcome.dlq)")
     actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
-    reasons = [r.value for r in DeadLetterReason] + ["delivery_limit"]
-    reason_help = f"only messages dead-lettered for this reason ({', '.join(reasons)})"
+    reason_help = f"only messages dead-lettered for this reason ({', '.join(DEAD_LETTER_REASONS)})"
     listing = actions.add_parser("list", help="show dead letters without removing them or changing their order")
     listing.add_argument("--limit", type=_positive_int, default=50, help="show at most N (default 50)")
     listing.add_argument("--reason", help=reason_help)

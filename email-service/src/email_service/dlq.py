@@ -22,24 +22,20 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import ChannelNotFoundEntity
 
-from .handler import ATTEMPTS_HEADER, DEAD_LETTERED_AT_HEADER, REASON_HEADER
-from .retry import ATTEMPT_HEADER, LAST_ERROR_HEADER
 from .topology import DEAD_LETTER_QUEUE, WORK_QUEUE
-
-REPLAY_COUNT_HEADER = "x-replay-count"
-_CLEARED_ON_REPLAY = (REASON_HEADER, LAST_ERROR_HEADER, ATTEMPTS_HEADER, DEAD_LETTERED_AT_HEADER, ATTEMPT_HEADER,
-                      "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
-                      "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
+from .wire import (
+    ATTEMPTS_MADE_HEADER,
+    CLEARED_ON_REPLAY,
+    DEAD_LETTERED_AT_HEADER,
+    LAST_ERROR_HEADER,
+    REPLAY_COUNT_HEADER,
+    dead_letter_reason,
+    header_text,
+)
 
 
 class QueueMissing(Exception):
     pass
-
-
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -53,13 +49,11 @@ class DeadLetter:
     @classmethod
     def of(cls, message: AbstractIncomingMessage) -> DeadLetter:
         headers = message.headers or {}
-        reason = _text(headers.get(REASON_HEADER))
-        if reason is None:  # dead-lettered by RabbitMQ itself, e.g. the delivery limit
-            reason = _text(headers.get("x-first-death-reason")) or "unknown"
-        attempts = headers.get(ATTEMPTS_HEADER)
-        return cls(event_id=message.message_id, reason=reason, last_error=_text(headers.get(LAST_ERROR_HEADER)),
+        attempts = headers.get(ATTEMPTS_MADE_HEADER)
+        return cls(event_id=message.message_id, reason=dead_letter_reason(headers),
+                   last_error=header_text(headers.get(LAST_ERROR_HEADER)),
                    attempts=attempts if isinstance(attempts, int) else None,
-                   dead_lettered_at=_text(headers.get(DEAD_LETTERED_AT_HEADER)))
+                   dead_lettered_at=header_text(headers.get(DEAD_LETTERED_AT_HEADER)))
 
 
 @dataclass
@@ -159,7 +153,7 @@ class DeadLetterQueue:
         return report
 
     async def _publish_copy(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
-        headers = {k: v for k, v in (message.headers or {}).items() if k not in _CLEARED_ON_REPLAY}
+        headers = {k: v for k, v in (message.headers or {}).items() if k not in CLEARED_ON_REPLAY}
         count = headers.get(REPLAY_COUNT_HEADER)
         headers[REPLAY_COUNT_HEADER] = (count if isinstance(count, int) else 0) + 1
         copy = aio_pika.Message(body=message.body, headers=headers, content_type=message.content_type,

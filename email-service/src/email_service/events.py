@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from .errors import DeadLetterReason, PermanentError
+from .errors import PermanentError
+from .wire import DeadLetterReason
 
 EVENT_TYPE = "user.signed_up"
 SUPPORTED_SCHEMA_VERSIONS = (1,)

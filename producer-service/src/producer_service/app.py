@@ -19,12 +19,14 @@ from starlette.routing import Route
 from . import logs
 from .config import Settings
 from .events import FieldError, InvalidSignup, UserSignedUp, parse_signup
-from .metrics import ROUTES, ProducerMetrics
+from .metrics import ROUTES, ProducerMetrics, SignupOutcome
 from .publisher import EventPublisher, PublishFailed
 
 log = logging.getLogger("producer_service.api")
 
 MAX_HEADER_TOKEN = 128
+REQUEST_ID_HEADER = "x-request-id"  # read from the request (when well-formed) and set on every response
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.encode("ascii")
 OPENAPI = resources.files("producer_service").joinpath("openapi.json").read_bytes()
 
 
@@ -65,7 +67,7 @@ class RequestContext:
         started = time.perf_counter()
         incoming = None
         for key, value in scope["headers"]:
-            if key == b"x-request-id":
+            if key == _REQUEST_ID_KEY:
                 incoming = _header_token(value.decode("latin-1"))
                 break
         request_id = incoming or uuid.uuid4().hex
@@ -77,7 +79,7 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (_REQUEST_ID_KEY, request_id.encode())]
             await send(message)
 
         try:
@@ -111,11 +113,12 @@ class SignupAPI:
     async def create_signup(self, request: Request) -> Response:
         response = await self._handle_signup(request)
         if response.status_code == 202:
-            self.metrics.signups.labels("accepted").inc()
+            outcome = SignupOutcome.ACCEPTED
         elif response.status_code == 503:
-            self.metrics.signups.labels("unavailable").inc()
+            outcome = SignupOutcome.UNAVAILABLE
         else:
-            self.metrics.signups.labels("invalid").inc()
+            outcome = SignupOutcome.INVALID
+        self.metrics.signups.labels(outcome.value).inc()
         return response
 
     async def _handle_signup(self, request: Request) -> Response:
@@ -155,9 +158,9 @@ class SignupAPI:
         try:
             await self.publisher.publish(event, request.state.request_id)
         except PublishFailed as exc:
-            log.warning("signup not accepted", extra={"event_id": event.event_id, "reason": exc.reason})
+            log.warning("signup not accepted", extra={"event_id": event.event_id, "reason": exc.reason.value})
             retry_after = str(self.settings.retry_after_seconds)
-            return problem(503, "broker_unavailable", f"the event could not be stored ({exc.reason}); retry later",
+            return problem(503, "broker_unavailable", f"the event could not be stored ({exc.reason.value}); retry later",
                            headers={"Retry-After": retry_after})
         log.info("signup accepted", extra={"event_id": event.event_id, "locale": signup.locale})
         return JSONResponse({"event_id": event.event_id}, status_code=202)
