@@ -20,7 +20,8 @@ import signal
 import sys
 
 from . import logs
-from .config import ConfigError, Settings
+from .config import Settings
+from .envvars import read_settings, redact_url
 from .wire import DEAD_LETTER_REASONS
 
 EXIT_OK = 0
@@ -104,7 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     from aiormq.exceptions import AMQPError
 
-    from .config import redact_url
     from .dlq import DeadLetterQueue, QueueMissing, as_json
 
     queue = DeadLetterQueue(settings.amqp_url.value)
@@ -155,10 +155,8 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = Settings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"email-service: configuration error: {exc}", file=sys.stderr)
+    settings = read_settings("email-service", Settings.from_env, os.environ)
+    if settings is None:
         return EXIT_USAGE
     logs.configure(settings.log_level)
     if args.command == "dlq":

@@ -1,4 +1,6 @@
-"""JSON log lines on stdout, each carrying the message's correlation id when there is one."""
+# Twin copies: producer-service/src/producer_service/logs.py and email-service/src/email_service/logs.py
+# are byte-identical, so that each service builds alone; tests/contract/test_shared_copies.py fails when they differ.
+"""JSON log lines on stdout, each carrying the correlation id of the request or message being handled, if any."""
 
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
-from .config import Settings, redact_url
+from .config import Settings
 from .consumer import EmailConsumer
+from .envvars import redact_url
 from .handler import MessageHandler
 from .health import HealthServer
 from .mailer import SmtpPool

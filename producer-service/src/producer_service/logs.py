@@ -1,4 +1,6 @@
-"""JSON log lines on stdout, each carrying the request's correlation id when there is one."""
+# Twin copies: producer-service/src/producer_service/logs.py and email-service/src/email_service/logs.py
+# are byte-identical, so that each service builds alone; tests/contract/test_shared_copies.py fails when they differ.
+"""JSON log lines on stdout, each carrying the correlation id of the request or message being handled, if any."""
 
 from __future__ import annotations
 
@@ -102,10 +104,5 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # uvicorn's access log would print client addresses per request; our own log line carries what matters.
-    logging.getLogger("uvicorn.access").disabled = True
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
     logging.getLogger("aiormq").setLevel(max(logging.getLevelName(level), logging.WARNING))
     logging.getLogger("aio_pika").setLevel(max(logging.getLevelName(level), logging.WARNING))
