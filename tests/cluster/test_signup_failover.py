@@ -164,7 +164,7 @@ class TimedMails(list):
         self.times: list[float] = []
         self.event_ids: list[str] = []
 
-    def append(self, mail) -> None:  # noqa: ANN001
+    def append(self, mail) -> None:
         match = MESSAGE_ID.search(mail.data if isinstance(mail.data, bytes) else mail.data.encode())
         self.event_ids.append(match.group(1).decode() if match else "?")
         self.times.append(time.monotonic())
@@ -176,7 +176,7 @@ class QueueThenReply(_Handler):
     the client (a busy server, a long link). A client that gives up in that time has sent the mail all the same.
     (SmtpTestServer's own handler records the mail only after the delay, so an abandoned send would not count.)"""
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+    async def handle_DATA(self, server, session, envelope):
         test_server = self.server
         with test_server.lock:
             if test_server.deferrals:
@@ -919,7 +919,7 @@ def service_code() -> str:
 def publish_summary(request: pytest.FixtureRequest, report: str) -> None:
     """Add the report to pytest's terminal summary (seen without -s too)."""
     class _Summary:
-        def pytest_terminal_summary(self, terminalreporter) -> None:  # noqa: ANN001
+        def pytest_terminal_summary(self, terminalreporter) -> None:
             terminalreporter.section("clustered RabbitMQ failover (tests/cluster/LATEST.md)")
             terminalreporter.write_line(report)
 

@@ -131,8 +131,9 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
             if args.dry_run:
                 for letter in report.matched:
                     print(f"{verb} {letter.event_id} ({letter.reason})")
+            stuck = f"; {report.failed} could not be moved and stay in the dead-letter queue" if report.failed else ""
             print(f"{verb} {len(report.matched) if args.dry_run else report.moved} of {report.scanned} dead letters"
-                  + (f"; {report.failed} could not be moved and stay in the dead-letter queue" if report.failed else ""))
+                  + stuck)
             return EXIT_PARTIAL if report.failed else EXIT_OK
         if args.action == "purge":
             if not args.yes:

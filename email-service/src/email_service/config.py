@@ -15,9 +15,11 @@ def parse_delays(name: str, raw: str) -> tuple[float, ...]:
     try:
         delays = tuple(float(part) for part in raw.split(",") if part.strip())
     except ValueError:
-        raise ConfigError(f"{name} must be a comma-separated list of seconds such as 1,5,30,120,600, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a comma-separated list of seconds such as 1,5,30,120,600, "
+                          f"got {raw!r}") from None
     if not delays or any(d < 0.1 or d > 86400 for d in delays) or list(delays) != sorted(delays):
-        raise ConfigError(f"{name} must list 1 or more delays between 0.1 and 86400 seconds in growing order, got {raw!r}")
+        raise ConfigError(f"{name} must list 1 or more delays between 0.1 and 86400 seconds in growing order, "
+                          f"got {raw!r}")
     return delays
 
 
@@ -65,7 +67,8 @@ class Settings:
         mail_from = e.text("MAIL_FROM", "Welcome <no-reply@example.com>")
         _, address = parseaddr(mail_from)
         if "@" not in address or any(ch in mail_from for ch in "\r\n\0") or not mail_from.isascii():
-            raise ConfigError(f"MAIL_FROM must be an ASCII address such as 'Acme <no-reply@acme.test>', got {mail_from!r}")
+            raise ConfigError("MAIL_FROM must be an ASCII address such as 'Acme <no-reply@acme.test>', "
+                              f"got {mail_from!r}")
         concurrency = e.integer("CONCURRENCY", 16, 1, 1000)
         return cls(
             amqp_url=e.url("AMQP_URL", "amqp://guest:guest@localhost:5672/", ("amqp", "amqps"),

@@ -15,8 +15,8 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
@@ -56,17 +56,16 @@ class DeadLetter:
                    dead_lettered_at=header_text(headers.get(DEAD_LETTERED_AT_HEADER)))
 
 
+Visit = Callable[[AbstractIncomingMessage, DeadLetter], Awaitable[None]]  # what _scan does with a match
+
+
 @dataclass
 class Report:
     scanned: int = 0
-    matched: list[DeadLetter] | None = None
-    by_reason: Counter | None = None
+    matched: list[DeadLetter] = field(default_factory=list)
+    by_reason: Counter[str] = field(default_factory=Counter)
     moved: int = 0
     failed: int = 0
-
-    def __post_init__(self) -> None:
-        self.matched = [] if self.matched is None else self.matched
-        self.by_reason = Counter() if self.by_reason is None else self.by_reason
 
 
 class DeadLetterQueue:
@@ -76,17 +75,18 @@ class DeadLetterQueue:
         self.target = target
 
     async def _open(self) -> tuple[aio_pika.abc.AbstractConnection, AbstractChannel, AbstractQueue, int]:
-        connection = await aio_pika.connect(self.url, timeout=10, client_properties={"connection_name": "email-service dlq"})
+        connection = await aio_pika.connect(self.url, timeout=10,
+                                            client_properties={"connection_name": "email-service dlq"})
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             queue = await channel.declare_queue(self.queue_name, passive=True)
         except ChannelNotFoundEntity:
             await connection.close()
             raise QueueMissing(self.queue_name) from None
-        return connection, channel, queue, queue.declaration_result.message_count
+        return connection, channel, queue, queue.declaration_result.message_count or 0
 
     async def _scan(self, queue: AbstractQueue, total: int, reason: str | None, limit: int | None,
-                    visit: Callable[[AbstractIncomingMessage, DeadLetter], object] | None, report: Report) -> None:
+                    visit: Visit | None, report: Report) -> None:
         """Get up to `total` messages (what was there at the start); visit those matching, at most `limit`."""
         for _ in range(total):
             message = await queue.get(no_ack=False, fail=False)
@@ -121,7 +121,7 @@ class DeadLetterQueue:
         async def flush() -> None:
             results = await asyncio.gather(*(self._publish_copy(channel, m) for m, _ in pending),
                                            return_exceptions=True)
-            for (message, letter), result in zip(pending, results):
+            for (message, letter), result in zip(pending, results, strict=True):
                 if isinstance(result, BaseException):
                     report.failed += 1  # not acked: it stays in the dead-letter queue
                     continue

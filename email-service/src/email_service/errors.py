@@ -40,9 +40,9 @@ class ClaimedElsewhere(TransientError):
 _CONFIGURATION_CODES = frozenset({530, 534, 535, 538})
 
 
-def classify(exc: BaseException) -> DeliveryFailure:
+def classify(exc: BaseException) -> PermanentError | TransientError:
     """Turn anything a send raised into a PermanentError or a TransientError."""
-    if isinstance(exc, DeliveryFailure):
+    if isinstance(exc, PermanentError | TransientError):
         return exc
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]

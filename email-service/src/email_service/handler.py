@@ -13,9 +13,10 @@ import struct
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import cast
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, HeadersType
 
 from .dedup import Claim, DeliveryLedger
 from .errors import ClaimedElsewhere, PermanentError, TransientError, classify
@@ -163,12 +164,12 @@ class MessageHandler:
                 "error": failure.message[:MAX_ERROR_LENGTH]})
 
     async def _republish(self, message: AbstractIncomingMessage, exchange: AbstractExchange, queue: str,
-                         extra_headers: dict) -> bool:
+                         extra_headers: dict[str, object]) -> bool:
         """Publish a copy (same body and properties, more headers) with a confirm, then ack the original."""
         kept = {k: v for k, v in (message.headers or {}).items() if k not in SUPERSEDED_HEADERS}
         copy = aio_pika.Message(
             body=message.body,
-            headers=wire_safe({**kept, **extra_headers}),
+            headers=cast(HeadersType, wire_safe({**kept, **extra_headers})),
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
