@@ -9,7 +9,7 @@ need curl python3
 TIMEOUT=${SMOKE_TIMEOUT:-90}
 address="smoke-$(date +%s)-$RANDOM@welcome-mail.test"
 pids=()
-# shellcheck disable=SC2317  # called by the EXIT trap
+# shellcheck disable=SC2317,SC2329  # called by the EXIT trap
 cleanup() { local pid; for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 

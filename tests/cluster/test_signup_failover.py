@@ -46,6 +46,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from email_service.wire import REASON_HEADER
 from tests.cluster.conftest import cluster_sh
 from tests.conftest import eventually, free_port
 from tests.support.amqp import read_queue
@@ -163,7 +164,7 @@ class TimedMails(list):
         self.times: list[float] = []
         self.event_ids: list[str] = []
 
-    def append(self, mail) -> None:  # noqa: ANN001
+    def append(self, mail) -> None:
         match = MESSAGE_ID.search(mail.data if isinstance(mail.data, bytes) else mail.data.encode())
         self.event_ids.append(match.group(1).decode() if match else "?")
         self.times.append(time.monotonic())
@@ -175,7 +176,7 @@ class QueueThenReply(_Handler):
     the client (a busy server, a long link). A client that gives up in that time has sent the mail all the same.
     (SmtpTestServer's own handler records the mail only after the delay, so an abandoned send would not count.)"""
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+    async def handle_DATA(self, server, session, envelope):
         test_server = self.server
         with test_server.lock:
             if test_server.deferrals:
@@ -712,7 +713,7 @@ def evaluate(plan: Plan, load: LoadClient, smtp: SmtpTestServer, dead_letters, c
         mail_count[event_id] = mail_count.get(event_id, 0) + 1
     dead: dict[str, list[str]] = {}
     for message in dead_letters:
-        reason = (message.headers or {}).get("x-dead-letter-reason")
+        reason = (message.headers or {}).get(REASON_HEADER)
         reason = reason.decode() if isinstance(reason, bytes) else str(reason)
         dead.setdefault(str(message.message_id), []).append(reason)
 
@@ -918,7 +919,7 @@ def service_code() -> str:
 def publish_summary(request: pytest.FixtureRequest, report: str) -> None:
     """Add the report to pytest's terminal summary (seen without -s too)."""
     class _Summary:
-        def pytest_terminal_summary(self, terminalreporter) -> None:  # noqa: ANN001
+        def pytest_terminal_summary(self, terminalreporter) -> None:
             terminalreporter.section("clustered RabbitMQ failover (tests/cluster/LATEST.md)")
             terminalreporter.write_line(report)
 

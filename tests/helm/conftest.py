@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # welcome_chart, whatever pytest's import mode
 
-from welcome_chart import CACHE, CRD_PACKAGES, HERE, VALUE_SETS, VENV_BIN  # noqa: E402
+from welcome_chart import CACHE, CRD_PACKAGES, HERE, VALUE_SETS, VENV_BIN
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 
+from email_service.wire import ATTEMPTS_MADE_HEADER, DEAD_LETTERED_AT_HEADER, LAST_ERROR_HEADER, REASON_HEADER
 from tests.support.amqp import event_body, publish_raw, read_queue, ready_count
 from tests.support.ports import free_port
 from tests.support.waits import eventually
@@ -63,10 +64,10 @@ async def test_permanent_5xx_is_dead_lettered_at_once_with_its_reason(email_serv
         assert consumer.count("retried") == 0
     [dead] = await read_queue(vhost.url, DLQ)
     assert dead.body == body  # the original body, untouched
-    assert dead.headers["x-dead-letter-reason"] == "smtp_rejected"
-    assert "550" in dead.headers["x-last-error"] and "no such user" in dead.headers["x-last-error"]
-    assert dead.headers["x-attempts"] == 1
-    assert dead.headers["x-dead-lettered-at"].endswith("Z")
+    assert dead.headers[REASON_HEADER] == "smtp_rejected"
+    assert "550" in dead.headers[LAST_ERROR_HEADER] and "no such user" in dead.headers[LAST_ERROR_HEADER]
+    assert dead.headers[ATTEMPTS_MADE_HEADER] == 1
+    assert dead.headers[DEAD_LETTERED_AT_HEADER].endswith("Z")
     assert dead.message_id == "m-1" and dead.content_type == "application/json"
 
 
@@ -77,9 +78,9 @@ async def test_retries_exhausted_are_dead_lettered_with_the_attempt_count(email_
         await eventually(lambda: consumer.count("dead_lettered") == 1, timeout=15, what="the dead letter")
         assert consumer.count("retried") == 2
     [dead] = await read_queue(vhost.url, DLQ)
-    assert dead.headers["x-dead-letter-reason"] == "retries_exhausted"
-    assert dead.headers["x-attempts"] == 3
-    assert "421" in dead.headers["x-last-error"]
+    assert dead.headers[REASON_HEADER] == "retries_exhausted"
+    assert dead.headers[ATTEMPTS_MADE_HEADER] == 3
+    assert "421" in dead.headers[LAST_ERROR_HEADER]
     assert smtp_server.count() == 0 and smtp_server.deferred == 3
 
 
@@ -109,7 +110,7 @@ async def test_poison_messages_are_dead_lettered_while_valid_ones_are_delivered(
         assert consumer.service.consumer.ready
     dead = await read_queue(vhost.url, DLQ)
     assert sorted(m.body for m in dead) == sorted(body for body, _ in POISON.values())
-    reasons = {m.body: m.headers["x-dead-letter-reason"] for m in dead}
+    reasons = {m.body: m.headers[REASON_HEADER] for m in dead}
     for name, (body, reason) in POISON.items():
         assert reasons[body] == reason, name
     assert sorted(m.rcpt_tos[0] for m in smtp_server.received()) == sorted(f"user{i}@example.com" for i in range(6))
@@ -165,8 +166,8 @@ async def test_smtp_down_means_retries_not_losses(email_service_factory, smtp_se
         await eventually(lambda: consumer.count("dead_lettered") == 1, timeout=10, what="retries then dead letter")
         assert consumer.count("retried") == 1
     [dead] = await read_queue(vhost.url, DLQ)
-    assert dead.headers["x-dead-letter-reason"] == "retries_exhausted"
-    assert "Connect" in dead.headers["x-last-error"] or "refused" in dead.headers["x-last-error"].lower()
+    assert dead.headers[REASON_HEADER] == "retries_exhausted"
+    assert "Connect" in dead.headers[LAST_ERROR_HEADER] or "refused" in dead.headers[LAST_ERROR_HEADER].lower()
 
 
 async def test_concurrent_consumers_never_lose_under_retries(email_service_factory, smtp_server, vhost):

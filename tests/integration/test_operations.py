@@ -11,6 +11,13 @@ import uuid
 
 import pytest
 
+from email_service.wire import (
+    ATTEMPT_NUMBER_HEADER,
+    ATTEMPTS_MADE_HEADER,
+    LAST_ERROR_HEADER,
+    REASON_HEADER,
+    REPLAY_COUNT_HEADER,
+)
 from tests.support.amqp import declare_topology, event_body, publish_raw, read_queue, ready_count
 from tests.support.env import email_env
 from tests.support.ports import free_port
@@ -91,9 +98,9 @@ async def test_replay_while_a_consumer_runs_delivers_and_a_failure_comes_back(em
     assert [m.rcpt_tos for m in smtp_server.received()] == [["gone0@example.com"]]
     dead = await read_queue(vhost.url, DLQ)
     assert len(dead) == 7 - 1
-    again = [m for m in dead if m.headers.get("x-replay-count") == 1]
+    again = [m for m in dead if m.headers.get(REPLAY_COUNT_HEADER) == 1]
     assert sorted(m.message_id for m in again) == sorted(ids["smtp_rejected"][1:])
-    assert all(m.headers["x-attempts"] == 1 and m.headers["x-dead-letter-reason"] == "smtp_rejected" for m in again)
+    assert all(m.headers[ATTEMPTS_MADE_HEADER] == 1 and m.headers[REASON_HEADER] == "smtp_rejected" for m in again)
 
 
 async def test_purge_by_reason_then_all(email_service_factory, smtp_server, vhost):
@@ -115,7 +122,7 @@ async def test_replay_killed_in_the_middle_loses_nothing(vhost):
     ids = [str(uuid.uuid4()) for _ in range(60)]
     for event_id in ids:
         await publish_raw(vhost.url, [event_body(event_id=event_id)], exchange="", routing_key=DLQ,
-                          message_id=event_id, headers={"x-dead-letter-reason": "smtp_rejected"})
+                          message_id=event_id, headers={REASON_HEADER: "smtp_rejected"})
     proc = subprocess.Popen([str(VENV_BIN / "email-service"), "dlq", "replay", "--rate", "20"],
                             env={**os.environ, "AMQP_URL": vhost.url}, stdout=subprocess.PIPE, text=True)
     try:
@@ -135,7 +142,7 @@ async def test_replay_killed_in_the_middle_loses_nothing(vhost):
     assert 10 <= len(work) < 60
     assert {m.message_id for m in work} | {m.message_id for m in dead} == set(ids)  # nothing lost
     assert len(work) + len(dead) - 60 <= 20  # at worst the unacked batch is duplicated
-    assert all(m.headers.get("x-replay-count") == 1 and "x-attempt" not in m.headers for m in work)
+    assert all(m.headers.get(REPLAY_COUNT_HEADER) == 1 and ATTEMPT_NUMBER_HEADER not in m.headers for m in work)
 
 
 async def test_clear_errors_for_wrong_url_missing_queue_and_bad_arguments(vhost):
@@ -219,7 +226,7 @@ async def test_redis_down_fail_closed_retries_fail_open_sends(email_service_fact
             assert consumer.count("retried") == 0
     if mode == "closed":
         [dead] = await read_queue(vhost.url, DLQ)
-        assert "dedup store unavailable" in dead.headers["x-last-error"]
+        assert "dedup store unavailable" in dead.headers[LAST_ERROR_HEADER]
 
 
 async def test_replayed_event_that_was_delivered_is_not_sent_again(email_service_factory, smtp_server, vhost,

@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 import aio_pika
 import pytest
 
+from producer_service.app import REQUEST_ID_HEADER
+from producer_service.publisher import CORRELATION_ID_HEADER
 from tests.support.ports import free_port
 from tests.support.waits import eventually
 
@@ -48,7 +50,7 @@ async def test_accepted_signup_is_a_confirmed_persistent_event(producer_factory,
                                              headers={"X-Request-ID": "req-123"})
             assert response.status_code == 202, response.text
             event_id = response.json()["event_id"]
-            assert response.headers["x-request-id"] == "req-123"
+            assert response.headers[REQUEST_ID_HEADER] == "req-123"
             [message] = await drain(queue, expect=1)
     finally:
         await connection.close()
@@ -66,7 +68,7 @@ async def test_accepted_signup_is_a_confirmed_persistent_event(producer_factory,
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.timestamp is not None
     assert message.correlation_id == "req-123"
-    assert message.headers["x-correlation-id"] == "req-123"
+    assert message.headers[CORRELATION_ID_HEADER] == "req-123"
     assert message.routing_key == "user.signed_up"
 
 
@@ -81,7 +83,7 @@ async def test_locale_defaults_to_english_and_request_id_is_generated(producer_f
     finally:
         await connection.close()
     assert json.loads(message.body)["user"]["locale"] == "en"
-    assert message.headers["x-correlation-id"] == response.headers["x-request-id"]
+    assert message.headers[CORRELATION_ID_HEADER] == response.headers[REQUEST_ID_HEADER]
 
 
 INVALID_BODIES = [

@@ -7,6 +7,7 @@ import ssl
 import pytest
 import trustme
 
+from email_service.wire import LAST_ERROR_HEADER
 from tests.support.amqp import event_body, publish_raw, read_queue
 from tests.support.ports import free_port
 from tests.support.smtp_server import SmtpTestServer
@@ -64,7 +65,7 @@ async def test_untrusted_certificate_is_refused_and_retried_not_sent(email_servi
         server.stop()
     assert server.count() == 0
     [dead] = await read_queue(vhost.url, "email.welcome.dlq")
-    assert "certificate" in dead.headers["x-last-error"].lower() or "ssl" in dead.headers["x-last-error"].lower()
+    assert "certificate" in dead.headers[LAST_ERROR_HEADER].lower() or "ssl" in dead.headers[LAST_ERROR_HEADER].lower()
 
 
 async def test_wrong_password_is_transient_not_a_mass_dead_letter(email_service_factory, vhost, ca, caplog):

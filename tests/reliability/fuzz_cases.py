@@ -21,6 +21,14 @@ import pamqp.encode
 from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 
+from email_service.wire import (
+    ATTEMPT_NUMBER_HEADER,
+    CORRELATION_ID_HEADER,
+    LAST_ERROR_HEADER,
+    LEGACY_ATTEMPT_NUMBER_HEADER,
+    REASON_HEADER,
+)
+
 CONSUMER_MAX_BODY = 64 * 1024  # email-service dead-letters larger bodies as invalid_event
 PERMANENT = frozenset({"undecodable", "invalid_event", "unsupported_schema"})
 _SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "producer-service" / "src" / "producer_service" / "contract"
@@ -250,11 +258,12 @@ attempt_values = st.one_of(
     st.booleans(), st.none(), st.lists(st.integers(0, 9), max_size=2))
 shortstr = st.text(max_size=60)  # AMQP short strings: at most 255 bytes
 headers = st.fixed_dictionaries({}, optional={
-    "x-attempt": attempt_values,
+    ATTEMPT_NUMBER_HEADER: attempt_values,
+    LEGACY_ATTEMPT_NUMBER_HEADER: attempt_values,
     "x-claim-waits": attempt_values,
-    "x-correlation-id": header_values | st.text(min_size=200, max_size=2000),
-    "x-last-error": header_values,
-    "x-dead-letter-reason": st.sampled_from(["smtp_rejected", "bogus"]) | header_values,
+    CORRELATION_ID_HEADER: header_values | st.text(min_size=200, max_size=2000),
+    LAST_ERROR_HEADER: header_values,
+    REASON_HEADER: st.sampled_from(["smtp_rejected", "bogus"]) | header_values,
 }).flatmap(lambda known: st.dictionaries(
     st.text(string.ascii_lowercase + "-", min_size=1, max_size=20).map(lambda k: "x-fz-" + k), header_values,
     max_size=3).map(lambda extra: {**known, **extra}))

@@ -26,6 +26,7 @@ import aio_pika
 import httpx
 import pytest
 
+from producer_service.app import REQUEST_ID_HEADER
 from tests.support.amqp import declare_topology, read_dead_letters, ready_count
 from tests.support.env import email_env, producer_env
 from tests.support.ports import free_port
@@ -170,7 +171,7 @@ def _response_problems(response: httpx.Response, broker: str) -> list[str]:
         problems.append(f"unexpected success {status}")
     else:
         problems += [f"rejection not machine-readable: {error}" for error in _problem_body_errors(response)]
-    if "x-request-id" not in response.headers:
+    if REQUEST_ID_HEADER not in response.headers:
         problems.append("no X-Request-ID in the response")
     return problems
 

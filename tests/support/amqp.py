@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 
 import aio_pika
 
+from email_service.wire import dead_letter_reason
+
 
 def event_body(email: str = "ada@example.com", name: str = "Ada Lovelace", locale: str = "en",
                event_id: str | None = None) -> bytes:
@@ -83,5 +85,4 @@ class DeadLetter:
     @classmethod
     def of(cls, message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
         headers = dict(message.headers or {})
-        reason = headers.get("x-dead-letter-reason") or headers.get("x-first-death-reason") or "unknown"
-        return cls(message.message_id, headers, reason.decode() if isinstance(reason, bytes) else str(reason))
+        return cls(message.message_id, headers, dead_letter_reason(headers))

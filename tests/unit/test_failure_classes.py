@@ -9,6 +9,7 @@ import pytest
 
 from email_service.errors import DeadLetterReason, PermanentError, TransientError, classify
 from email_service.retry import RetryPolicy, attempt_of
+from email_service.wire import ATTEMPT_NUMBER_HEADER, LEGACY_ATTEMPT_NUMBER_HEADER
 
 
 @pytest.mark.parametrize("exc,kind", [
@@ -44,8 +45,15 @@ def test_retry_tiers_grow_and_cap():
 
 
 @pytest.mark.parametrize("headers,attempt", [
-    (None, 1), ({}, 1), ({"x-attempt": 3}, 3), ({"x-attempt": b"2"}, 2), ({"x-attempt": "junk"}, 1),
-    ({"x-attempt": -5}, 1),
+    (None, 1), ({}, 1), ({ATTEMPT_NUMBER_HEADER: 3}, 3), ({ATTEMPT_NUMBER_HEADER: b"2"}, 2),
+    ({ATTEMPT_NUMBER_HEADER: "junk"}, 1), ({ATTEMPT_NUMBER_HEADER: -5}, 1),
 ])
 def test_attempt_header(headers, attempt):
     assert attempt_of(headers) == attempt
+
+
+def test_retry_copies_written_before_the_rename_keep_their_attempt_number():
+    assert LEGACY_ATTEMPT_NUMBER_HEADER == "x-attempt" != ATTEMPT_NUMBER_HEADER
+    assert attempt_of({LEGACY_ATTEMPT_NUMBER_HEADER: 4}) == 4
+    assert attempt_of({LEGACY_ATTEMPT_NUMBER_HEADER: b"3"}) == 3
+    assert attempt_of({LEGACY_ATTEMPT_NUMBER_HEADER: 4, ATTEMPT_NUMBER_HEADER: 2}) == 2  # the new name wins

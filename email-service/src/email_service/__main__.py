@@ -20,7 +20,9 @@ import signal
 import sys
 
 from . import logs
-from .config import ConfigError, Settings
+from .config import Settings
+from .envvars import read_settings, redact_url
+from .wire import DEAD_LETTER_REASONS
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -77,8 +79,6 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .errors import DeadLetterReason
-
     parser = argparse.ArgumentParser(prog="email-service", description="Sends the welcome email for every signup.",
                                      epilog="Exit codes: 0 done, 1 partly done, 2 usage or configuration, "
                                             "3 broker unreachable, 4 queue missing.")
@@ -86,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="consume user.signed_up events and send the welcome emails")
     dlq = sub.add_parser("dlq", help="inspect, replay or purge dead-lettered messages (email.welcome.dlq)")
     actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
-    reasons = [r.value for r in DeadLetterReason] + ["delivery_limit"]
-    reason_help = f"only messages dead-lettered for this reason ({', '.join(reasons)})"
+    reason_help = f"only messages dead-lettered for this reason ({', '.join(DEAD_LETTER_REASONS)})"
     listing = actions.add_parser("list", help="show dead letters without removing them or changing their order")
     listing.add_argument("--limit", type=_positive_int, default=50, help="show at most N (default 50)")
     listing.add_argument("--reason", help=reason_help)
@@ -106,7 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     from aiormq.exceptions import AMQPError
 
-    from .config import redact_url
     from .dlq import DeadLetterQueue, QueueMissing, as_json
 
     queue = DeadLetterQueue(settings.amqp_url.value)
@@ -133,8 +131,9 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
             if args.dry_run:
                 for letter in report.matched:
                     print(f"{verb} {letter.event_id} ({letter.reason})")
+            stuck = f"; {report.failed} could not be moved and stay in the dead-letter queue" if report.failed else ""
             print(f"{verb} {len(report.matched) if args.dry_run else report.moved} of {report.scanned} dead letters"
-                  + (f"; {report.failed} could not be moved and stay in the dead-letter queue" if report.failed else ""))
+                  + stuck)
             return EXIT_PARTIAL if report.failed else EXIT_OK
         if args.action == "purge":
             if not args.yes:
@@ -157,10 +156,8 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = Settings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"email-service: configuration error: {exc}", file=sys.stderr)
+    settings = read_settings("email-service", Settings.from_env, os.environ)
+    if settings is None:
         return EXIT_USAGE
     logs.configure(settings.log_level)
     if args.command == "dlq":

@@ -3,96 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parseaddr
-from urllib.parse import urlsplit
 
+from .envvars import ConfigError, Env, Secret, redact_url
 
-class ConfigError(ValueError):
-    """A variable is missing or malformed; the message names it and what was expected."""
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A value that must never show up in logs or reprs."""
-
-    value: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for log lines and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return parts._replace(netloc=netloc).geturl()
-
-
-class _Env:
-    """Typed access to environment variables; every error names the variable."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-
-    def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        return None if value is None or value.strip() == "" else value.strip()
-
-    def text(self, name: str, default: str) -> str:
-        return self.raw(name) or default
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.text(name, default).lower()
-        if value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-    def number(self, name: str, default: float, kind: type, low: float, high: float):
-        value = self.raw(name)
-        if value is None:
-            return kind(default)
-        try:
-            result = kind(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
-        if not low <= result <= high:
-            raise ConfigError(f"{name} must be between {low} and {high}, got {value!r}")
-        return result
-
-    def url(self, name: str, default: str | None, schemes: tuple[str, ...], example: str) -> Secret | None:
-        value = self.raw(name) or default
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in schemes or not parts.hostname:
-            raise ConfigError(f"{name} must look like {example}, got {redact_url(value)!r}")
-        return Secret(value)
+__all__ = ["ConfigError", "Secret", "Settings", "parse_delays", "redact_url"]
 
 
 def parse_delays(name: str, raw: str) -> tuple[float, ...]:
     try:
         delays = tuple(float(part) for part in raw.split(",") if part.strip())
     except ValueError:
-        raise ConfigError(f"{name} must be a comma-separated list of seconds such as 1,5,30,120,600, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a comma-separated list of seconds such as 1,5,30,120,600, "
+                          f"got {raw!r}") from None
     if not delays or any(d < 0.1 or d > 86400 for d in delays) or list(delays) != sorted(delays):
-        raise ConfigError(f"{name} must list 1 or more delays between 0.1 and 86400 seconds in growing order, got {raw!r}")
+        raise ConfigError(f"{name} must list 1 or more delays between 0.1 and 86400 seconds in growing order, "
+                          f"got {raw!r}")
     return delays
 
 
@@ -130,7 +57,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        e = _Env(env)
+        e = Env(env)
         security = e.choice("SMTP_SECURITY", "starttls", SECURITY_MODES)
         default_port = {"none": 25, "starttls": 587, "tls": 465}[security]
         username = e.raw("SMTP_USERNAME")
@@ -140,33 +67,34 @@ class Settings:
         mail_from = e.text("MAIL_FROM", "Welcome <no-reply@example.com>")
         _, address = parseaddr(mail_from)
         if "@" not in address or any(ch in mail_from for ch in "\r\n\0") or not mail_from.isascii():
-            raise ConfigError(f"MAIL_FROM must be an ASCII address such as 'Acme <no-reply@acme.test>', got {mail_from!r}")
-        concurrency = e.number("CONCURRENCY", 16, int, 1, 1000)
+            raise ConfigError("MAIL_FROM must be an ASCII address such as 'Acme <no-reply@acme.test>', "
+                              f"got {mail_from!r}")
+        concurrency = e.integer("CONCURRENCY", 16, 1, 1000)
         return cls(
             amqp_url=e.url("AMQP_URL", "amqp://guest:guest@localhost:5672/", ("amqp", "amqps"),
                            "amqp://user:password@host:5672/vhost"),
             smtp_host=e.text("SMTP_HOST", "localhost"),
-            smtp_port=e.number("SMTP_PORT", default_port, int, 1, 65535),
+            smtp_port=e.integer("SMTP_PORT", default_port, 1, 65535),
             smtp_username=username,
             smtp_password=Secret(password) if password is not None else None,
             smtp_security=security,
             smtp_tls_verify=e.boolean("SMTP_TLS_VERIFY", True),
             smtp_ca_file=e.raw("SMTP_CA_FILE"),
-            smtp_timeout=e.number("SMTP_TIMEOUT_SECONDS", 30.0, float, 0.1, 600),
+            smtp_timeout=e.number("SMTP_TIMEOUT_SECONDS", 30.0, 0.1, 600),
             # One connection per message in flight: with fewer, the extra prefetched messages only wait.
-            smtp_pool_size=e.number("SMTP_POOL_SIZE", min(concurrency, 256), int, 1, 256),
+            smtp_pool_size=e.integer("SMTP_POOL_SIZE", min(concurrency, 256), 1, 256),
             mail_from=mail_from,
             product_name=e.text("PRODUCT_NAME", "Acme"),
             metrics_host=e.text("METRICS_HOST", "0.0.0.0"),
-            metrics_port=e.number("METRICS_PORT", 9100, int, 1, 65535),
+            metrics_port=e.integer("METRICS_PORT", 9100, 1, 65535),
             concurrency=concurrency,
-            max_attempts=e.number("MAX_ATTEMPTS", 5, int, 1, 100),
+            max_attempts=e.integer("MAX_ATTEMPTS", 5, 1, 100),
             retry_delays=parse_delays("RETRY_DELAYS", e.text("RETRY_DELAYS", "1,5,30,120,600")),
-            shutdown_timeout=e.number("SHUTDOWN_TIMEOUT_SECONDS", 20.0, float, 0, 3600),
-            reconnect_max_delay=e.number("RECONNECT_MAX_DELAY_SECONDS", 5.0, float, 0.1, 300),
+            shutdown_timeout=e.number("SHUTDOWN_TIMEOUT_SECONDS", 20.0, 0, 3600),
+            reconnect_max_delay=e.number("RECONNECT_MAX_DELAY_SECONDS", 5.0, 0.1, 300),
             log_level=e.choice("LOG_LEVEL", "info", LOG_LEVELS).upper(),
-            dedup_url=e.url("DEDUP_URL", None, ("redis", "rediss"), "redis://host:6379/0"),
-            dedup_ttl_seconds=e.number("DEDUP_TTL_SECONDS", 7 * 24 * 3600, int, 60, 365 * 24 * 3600),
+            dedup_url=e.optional_url("DEDUP_URL", ("redis", "rediss"), "redis://host:6379/0"),
+            dedup_ttl_seconds=e.integer("DEDUP_TTL_SECONDS", 7 * 24 * 3600, 60, 365 * 24 * 3600),
             dedup_fail_mode=e.choice("DEDUP_FAIL_MODE", "closed", DEDUP_FAIL_MODES),
             dedup_key_prefix=e.text("DEDUP_KEY_PREFIX", "welcome-mail:"),
         )

@@ -15,31 +15,27 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import ChannelNotFoundEntity
 
-from .handler import ATTEMPTS_HEADER, DEAD_LETTERED_AT_HEADER, REASON_HEADER
-from .retry import ATTEMPT_HEADER, LAST_ERROR_HEADER
 from .topology import DEAD_LETTER_QUEUE, WORK_QUEUE
-
-REPLAY_COUNT_HEADER = "x-replay-count"
-_CLEARED_ON_REPLAY = (REASON_HEADER, LAST_ERROR_HEADER, ATTEMPTS_HEADER, DEAD_LETTERED_AT_HEADER, ATTEMPT_HEADER,
-                      "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
-                      "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
+from .wire import (
+    ATTEMPTS_MADE_HEADER,
+    CLEARED_ON_REPLAY,
+    DEAD_LETTERED_AT_HEADER,
+    LAST_ERROR_HEADER,
+    REPLAY_COUNT_HEADER,
+    dead_letter_reason,
+    header_text,
+)
 
 
 class QueueMissing(Exception):
     pass
-
-
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -53,26 +49,23 @@ class DeadLetter:
     @classmethod
     def of(cls, message: AbstractIncomingMessage) -> DeadLetter:
         headers = message.headers or {}
-        reason = _text(headers.get(REASON_HEADER))
-        if reason is None:  # dead-lettered by RabbitMQ itself, e.g. the delivery limit
-            reason = _text(headers.get("x-first-death-reason")) or "unknown"
-        attempts = headers.get(ATTEMPTS_HEADER)
-        return cls(event_id=message.message_id, reason=reason, last_error=_text(headers.get(LAST_ERROR_HEADER)),
+        attempts = headers.get(ATTEMPTS_MADE_HEADER)
+        return cls(event_id=message.message_id, reason=dead_letter_reason(headers),
+                   last_error=header_text(headers.get(LAST_ERROR_HEADER)),
                    attempts=attempts if isinstance(attempts, int) else None,
-                   dead_lettered_at=_text(headers.get(DEAD_LETTERED_AT_HEADER)))
+                   dead_lettered_at=header_text(headers.get(DEAD_LETTERED_AT_HEADER)))
+
+
+Visit = Callable[[AbstractIncomingMessage, DeadLetter], Awaitable[None]]  # what _scan does with a match
 
 
 @dataclass
 class Report:
     scanned: int = 0
-    matched: list[DeadLetter] | None = None
-    by_reason: Counter | None = None
+    matched: list[DeadLetter] = field(default_factory=list)
+    by_reason: Counter[str] = field(default_factory=Counter)
     moved: int = 0
     failed: int = 0
-
-    def __post_init__(self) -> None:
-        self.matched = [] if self.matched is None else self.matched
-        self.by_reason = Counter() if self.by_reason is None else self.by_reason
 
 
 class DeadLetterQueue:
@@ -82,17 +75,18 @@ class DeadLetterQueue:
         self.target = target
 
     async def _open(self) -> tuple[aio_pika.abc.AbstractConnection, AbstractChannel, AbstractQueue, int]:
-        connection = await aio_pika.connect(self.url, timeout=10, client_properties={"connection_name": "email-service dlq"})
+        connection = await aio_pika.connect(self.url, timeout=10,
+                                            client_properties={"connection_name": "email-service dlq"})
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             queue = await channel.declare_queue(self.queue_name, passive=True)
         except ChannelNotFoundEntity:
             await connection.close()
             raise QueueMissing(self.queue_name) from None
-        return connection, channel, queue, queue.declaration_result.message_count
+        return connection, channel, queue, queue.declaration_result.message_count or 0
 
     async def _scan(self, queue: AbstractQueue, total: int, reason: str | None, limit: int | None,
-                    visit: Callable[[AbstractIncomingMessage, DeadLetter], object] | None, report: Report) -> None:
+                    visit: Visit | None, report: Report) -> None:
         """Get up to `total` messages (what was there at the start); visit those matching, at most `limit`."""
         for _ in range(total):
             message = await queue.get(no_ack=False, fail=False)
@@ -127,7 +121,7 @@ class DeadLetterQueue:
         async def flush() -> None:
             results = await asyncio.gather(*(self._publish_copy(channel, m) for m, _ in pending),
                                            return_exceptions=True)
-            for (message, letter), result in zip(pending, results):
+            for (message, letter), result in zip(pending, results, strict=True):
                 if isinstance(result, BaseException):
                     report.failed += 1  # not acked: it stays in the dead-letter queue
                     continue
@@ -159,7 +153,7 @@ class DeadLetterQueue:
         return report
 
     async def _publish_copy(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
-        headers = {k: v for k, v in (message.headers or {}).items() if k not in _CLEARED_ON_REPLAY}
+        headers = {k: v for k, v in (message.headers or {}).items() if k not in CLEARED_ON_REPLAY}
         count = headers.get(REPLAY_COUNT_HEADER)
         headers[REPLAY_COUNT_HEADER] = (count if isinstance(count, int) else 0) + 1
         copy = aio_pika.Message(body=message.body, headers=headers, content_type=message.content_type,

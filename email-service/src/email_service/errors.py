@@ -7,18 +7,11 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import ssl
 
 import aiosmtplib
 
-
-class DeadLetterReason(str, enum.Enum):
-    UNDECODABLE = "undecodable"  # not UTF-8 or not JSON
-    INVALID_EVENT = "invalid_event"  # JSON, but not the user.signed_up contract
-    UNSUPPORTED_SCHEMA = "unsupported_schema"  # an event type or schema_version this service does not know
-    SMTP_REJECTED = "smtp_rejected"  # the SMTP server refused the mail for good (5xx)
-    RETRIES_EXHAUSTED = "retries_exhausted"  # transient failures until MAX_ATTEMPTS
+from .wire import DeadLetterReason
 
 
 class DeliveryFailure(Exception):
@@ -47,9 +40,9 @@ class ClaimedElsewhere(TransientError):
 _CONFIGURATION_CODES = frozenset({530, 534, 535, 538})
 
 
-def classify(exc: BaseException) -> DeliveryFailure:
+def classify(exc: BaseException) -> PermanentError | TransientError:
     """Turn anything a send raised into a PermanentError or a TransientError."""
-    if isinstance(exc, DeliveryFailure):
+    if isinstance(exc, PermanentError | TransientError):
         return exc
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]

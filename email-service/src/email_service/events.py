@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from .errors import DeadLetterReason, PermanentError
+from .errors import PermanentError
+from .wire import DeadLetterReason
 
 EVENT_TYPE = "user.signed_up"
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -50,7 +51,8 @@ def parse_event(body: bytes) -> UserSignedUp:
         raise PermanentError(DeadLetterReason.UNSUPPORTED_SCHEMA, f"event_type must be {EVENT_TYPE!r}")
     if type(version) is not int or version not in SUPPORTED_SCHEMA_VERSIONS:
         raise PermanentError(DeadLetterReason.UNSUPPORTED_SCHEMA,
-                             f"schema_version {str(version)[:20]!r} is not supported (known: {SUPPORTED_SCHEMA_VERSIONS})")
+                             f"schema_version {str(version)[:20]!r} is not supported "
+                             f"(known: {SUPPORTED_SCHEMA_VERSIONS})")
     extra = set(payload) - _TOP_FIELDS
     if extra:
         raise _invalid(f"unknown fields: {', '.join(sorted(map(str, extra)))[:200]}")

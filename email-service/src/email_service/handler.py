@@ -13,28 +13,36 @@ import struct
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import cast
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, HeadersType
 
 from .dedup import Claim, DeliveryLedger
-from .errors import ClaimedElsewhere, DeadLetterReason, PermanentError, TransientError, classify
+from .errors import ClaimedElsewhere, PermanentError, TransientError, classify
 from .events import parse_event
 from .logs import correlation_id
 from .mailer import SmtpPool
 from .metrics import EmailMetrics
-from .retry import ATTEMPT_HEADER, LAST_ERROR_HEADER, RetryPolicy, attempt_of
+from .retry import RetryPolicy, attempt_of
 from .templates import WelcomeEmail
 from .topology import DEAD_LETTER_QUEUE
+from .wire import (
+    ATTEMPT_NUMBER_HEADER,
+    ATTEMPTS_MADE_HEADER,
+    CORRELATION_ID_HEADER,
+    DEAD_LETTERED_AT_HEADER,
+    LAST_ERROR_HEADER,
+    REASON_HEADER,
+    SUPERSEDED_HEADERS,
+    DeadLetterReason,
+    header_text,
+)
 
 log = logging.getLogger("email_service.handler")
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_ERROR_LENGTH = 1000
-
-REASON_HEADER = "x-dead-letter-reason"
-ATTEMPTS_HEADER = "x-attempts"
-DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"
 
 
 def wire_safe(value: object) -> object:
@@ -107,9 +115,7 @@ class MessageHandler:
 
     async def __call__(self, message: AbstractIncomingMessage, exchange: AbstractExchange) -> None:
         headers = message.headers or {}
-        cid = headers.get("x-correlation-id") or message.correlation_id
-        if isinstance(cid, bytes):
-            cid = cid.decode("utf-8", "replace")
+        cid = header_text(headers.get(CORRELATION_ID_HEADER)) or message.correlation_id
         token = correlation_id.set(str(cid)[:128] if cid else None)
         attempt = attempt_of(headers)
         self.in_progress += 1
@@ -135,7 +141,7 @@ class MessageHandler:
         if waiting or (isinstance(failure, TransientError) and self.policy.should_retry(attempt)):
             tier = self.policy.tier_for(attempt)
             queue = self.policy.tier_queue(tier)
-            extra = {ATTEMPT_HEADER: attempt if waiting else attempt + 1,
+            extra = {ATTEMPT_NUMBER_HEADER: attempt if waiting else attempt + 1,
                      LAST_ERROR_HEADER: failure.message[:MAX_ERROR_LENGTH]}
             if await self._republish(message, exchange, queue, extra):
                 self.metrics.messages.labels("retried").inc()
@@ -147,7 +153,7 @@ class MessageHandler:
         extra = {
             REASON_HEADER: reason.value,
             LAST_ERROR_HEADER: failure.message[:MAX_ERROR_LENGTH],
-            ATTEMPTS_HEADER: attempt,
+            ATTEMPTS_MADE_HEADER: attempt,
             DEAD_LETTERED_AT_HEADER: _now_rfc3339(),
         }
         if await self._republish(message, exchange, DEAD_LETTER_QUEUE, extra):
@@ -158,11 +164,12 @@ class MessageHandler:
                 "error": failure.message[:MAX_ERROR_LENGTH]})
 
     async def _republish(self, message: AbstractIncomingMessage, exchange: AbstractExchange, queue: str,
-                         extra_headers: dict) -> bool:
+                         extra_headers: dict[str, object]) -> bool:
         """Publish a copy (same body and properties, more headers) with a confirm, then ack the original."""
+        kept = {k: v for k, v in (message.headers or {}).items() if k not in SUPERSEDED_HEADERS}
         copy = aio_pika.Message(
             body=message.body,
-            headers=wire_safe({**(message.headers or {}), **extra_headers}),
+            headers=cast(HeadersType, wire_safe({**kept, **extra_headers})),
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from .wire import DeadLetterReason
+
 # No `_created` series: one more series per counter and histogram that no dashboard or alert uses.
 disable_created_metrics()
-
-from .errors import DeadLetterReason
 
 OUTCOMES = ("sent", "retried", "dead_lettered", "duplicate")
 SEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

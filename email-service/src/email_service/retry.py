@@ -1,12 +1,14 @@
-"""When to retry, how long to wait, and the headers a message carries between attempts."""
+"""When to retry, how long to wait, and which attempt a delivery is."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-ATTEMPT_HEADER = "x-attempt"  # 1 on the first delivery; retries carry the next number
-LAST_ERROR_HEADER = "x-last-error"
-MAX_ATTEMPT_NUMBER = 1_000_000  # a header claiming more is clamped (x-attempt + 1 must still fit in an AMQP long)
+from .wire import ATTEMPT_NUMBER_HEADER, LEGACY_ATTEMPT_NUMBER_HEADER
+
+MAX_ATTEMPT_NUMBER = 1_000_000  # a header claiming more is clamped (the number + 1 must still fit in an AMQP long)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -36,8 +38,10 @@ class RetryPolicy:
         return min(attempt, len(self.delays)) - 1
 
 
-def attempt_of(headers: dict | None) -> int:
-    value = (headers or {}).get(ATTEMPT_HEADER, 1)
+def attempt_of(headers: Mapping[str, object] | None) -> int:
+    """The attempt number a delivery carries (under its current or its legacy name); 1 when absent or malformed."""
+    headers = headers or {}
+    value: Any = headers.get(ATTEMPT_NUMBER_HEADER, headers.get(LEGACY_ATTEMPT_NUMBER_HEADER, 1))
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     try:

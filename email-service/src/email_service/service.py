@@ -8,8 +8,10 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
-from .config import Settings, redact_url
+from .config import Settings
 from .consumer import EmailConsumer
+from .dedup import DeliveryLedger
+from .envvars import redact_url
 from .handler import MessageHandler
 from .health import HealthServer
 from .mailer import SmtpPool
@@ -21,7 +23,8 @@ log = logging.getLogger("email_service")
 
 
 class EmailService:
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None, dedup=None) -> None:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None,
+                 dedup: DeliveryLedger | None = None) -> None:
         self.settings = settings
         self.metrics = EmailMetrics(registry or CollectorRegistry())
         self.policy = RetryPolicy(max_attempts=settings.max_attempts, delays=settings.retry_delays)
@@ -37,7 +40,8 @@ class EmailService:
     async def start(self) -> None:
         await self.health.start()
         log.info("starting", extra={
-            "amqp": redact_url(self.settings.amqp_url.value), "smtp": f"{self.settings.smtp_host}:{self.settings.smtp_port}",
+            "amqp": redact_url(self.settings.amqp_url.value),
+            "smtp": f"{self.settings.smtp_host}:{self.settings.smtp_port}",
             "smtp_security": self.settings.smtp_security, "concurrency": self.settings.concurrency,
             "metrics_port": self.health.port})
         self._task = asyncio.create_task(self.consumer.run(self.stop_event), name="consumer")

@@ -27,7 +27,9 @@ _CHUNK_BYTES = 45  # 45 bytes -> 60 base64 characters: an encoded word stays und
 
 def encoded_words(text: str) -> str:
     """RFC 2047 encoded-words for a header, split on character boundaries and folded."""
-    words, chunk, size = [], [], 0
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
     for ch in text:
         width = len(ch.encode("utf-8"))
         if size + width > _CHUNK_BYTES:
@@ -88,7 +90,8 @@ class WelcomeEmail:
             self._templates[locale] = _LocaleTemplate(
                 locale=locale,
                 subject_header=f"Subject: {subject_value}\r\n".encode("ascii"),
-                text=_crlf(files.joinpath(f"welcome.{locale}.txt").read_text("utf-8").replace("{{product}}", product_name)),
+                text=_crlf(files.joinpath(f"welcome.{locale}.txt").read_text("utf-8")
+                           .replace("{{product}}", product_name)),
                 html=_crlf(files.joinpath(f"welcome.{locale}.html").read_text("utf-8")
                            .replace("{{product}}", html.escape(product_name, quote=True))),
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -9,7 +10,8 @@ import uvicorn
 
 from . import logs
 from .app import create_app
-from .config import ConfigError, Settings, redact_url
+from .config import Settings
+from .envvars import read_settings, redact_url
 
 EXIT_CONFIG = 2
 
@@ -19,14 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in ("-h", "--help"):
         print("usage: producer-service\n\nServes the signup API. Configured by environment variables; see README.md.")
         return 0
-    try:
-        settings = Settings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"producer-service: configuration error: {exc}", file=sys.stderr)
+    settings = read_settings("producer-service", Settings.from_env, os.environ)
+    if settings is None:
         return EXIT_CONFIG
     logs.configure(settings.log_level)
-    import logging
-
+    # uvicorn's access log would print client addresses per request; our own log line carries what matters.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
     logging.getLogger("producer_service").info(
         "starting", extra={"http": f"{settings.http_host}:{settings.http_port}",
                            "amqp": redact_url(settings.amqp_url.value)})

@@ -7,7 +7,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Mapping
 from importlib import resources
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
@@ -15,16 +17,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import logs
 from .config import Settings
 from .events import FieldError, InvalidSignup, UserSignedUp, parse_signup
-from .metrics import ROUTES, ProducerMetrics
+from .metrics import ROUTES, ProducerMetrics, SignupOutcome
 from .publisher import EventPublisher, PublishFailed
 
 log = logging.getLogger("producer_service.api")
 
 MAX_HEADER_TOKEN = 128
+REQUEST_ID_HEADER = "x-request-id"  # read from the request (when well-formed) and set on every response
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.encode("ascii")
 OPENAPI = resources.files("producer_service").joinpath("openapi.json").read_bytes()
 
 
@@ -39,12 +44,12 @@ class ProblemResponse(JSONResponse):
     """JSON with every non-ASCII character escaped: a rejection may echo what the client sent (an unknown field's
     name), and that can hold a lone surrogate (`{"\\ud800": 1}` is valid JSON) that UTF-8 cannot encode."""
 
-    def render(self, content) -> bytes:
+    def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def problem(status: int, error: str, message: str, detail: list[FieldError] | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
+            headers: Mapping[str, str] | None = None) -> JSONResponse:
     body: dict = {"error": error, "message": message}
     if detail is not None:
         body["detail"] = [d.as_dict() for d in detail]
@@ -54,18 +59,18 @@ def problem(status: int, error: str, message: str, detail: list[FieldError] | No
 class RequestContext:
     """ASGI middleware: correlation id in and out, and the request duration metric by route and status class."""
 
-    def __init__(self, app, metrics: ProducerMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ProducerMetrics) -> None:
         self.app = app
         self.metrics = metrics
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         incoming = None
         for key, value in scope["headers"]:
-            if key == b"x-request-id":
+            if key == _REQUEST_ID_KEY:
                 incoming = _header_token(value.decode("latin-1"))
                 break
         request_id = incoming or uuid.uuid4().hex
@@ -73,11 +78,11 @@ class RequestContext:
         token = logs.correlation_id.set(request_id)
         status = 500
 
-        async def send_with_id(message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (_REQUEST_ID_KEY, request_id.encode())]
             await send(message)
 
         try:
@@ -111,11 +116,12 @@ class SignupAPI:
     async def create_signup(self, request: Request) -> Response:
         response = await self._handle_signup(request)
         if response.status_code == 202:
-            self.metrics.signups.labels("accepted").inc()
+            outcome = SignupOutcome.ACCEPTED
         elif response.status_code == 503:
-            self.metrics.signups.labels("unavailable").inc()
+            outcome = SignupOutcome.UNAVAILABLE
         else:
-            self.metrics.signups.labels("invalid").inc()
+            outcome = SignupOutcome.INVALID
+        self.metrics.signups.labels(outcome.value).inc()
         return response
 
     async def _handle_signup(self, request: Request) -> Response:
@@ -155,9 +161,10 @@ class SignupAPI:
         try:
             await self.publisher.publish(event, request.state.request_id)
         except PublishFailed as exc:
-            log.warning("signup not accepted", extra={"event_id": event.event_id, "reason": exc.reason})
+            log.warning("signup not accepted", extra={"event_id": event.event_id, "reason": exc.reason.value})
             retry_after = str(self.settings.retry_after_seconds)
-            return problem(503, "broker_unavailable", f"the event could not be stored ({exc.reason}); retry later",
+            return problem(503, "broker_unavailable",
+                           f"the event could not be stored ({exc.reason.value}); retry later",
                            headers={"Retry-After": retry_after})
         log.info("signup accepted", extra={"event_id": event.event_id, "locale": signup.locale})
         return JSONResponse({"event_id": event.event_id}, status_code=202)
@@ -191,7 +198,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     api = SignupAPI(settings, publisher, metrics)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await publisher.start()
         try:
             yield

@@ -2,75 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
+from .envvars import ConfigError, Env, Secret, redact_url
 
-class ConfigError(ValueError):
-    """A variable is missing or malformed; the message names it and what was expected."""
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A value that must never show up in logs or reprs."""
-
-    value: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for log lines."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return parts._replace(netloc=netloc).geturl()
-
-
-def _text(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, default).strip()
-    if not value:
-        raise ConfigError(f"{name} must not be empty")
-    return value
-
-
-def _number(env: Mapping[str, str], name: str, default: float, kind: type, low: float, high: float):
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return kind(default)
-    try:
-        value = kind(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {raw!r}")
-    return value
-
-
-def amqp_url(env: Mapping[str, str], name: str = "AMQP_URL") -> Secret:
-    url = _text(env, name, "amqp://guest:guest@localhost:5672/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-        raise ConfigError(f"{name} must look like amqp://user:password@host:5672/vhost (or amqps://), got {redact_url(url)!r}")
-    return Secret(url)
-
+__all__ = ["ConfigError", "Secret", "Settings", "redact_url"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-def log_level(env: Mapping[str, str]) -> str:
-    level = env.get("LOG_LEVEL", "INFO").strip().upper()
-    if level not in LOG_LEVELS:
-        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
-    return level
 
 
 @dataclass(frozen=True)
@@ -86,17 +25,17 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """A variable set but blank is an error for the text values (AMQP_URL, HTTP_HOST, LOG_LEVEL); a blank
+        number takes its default."""
+        e = Env(env)
         return cls(
-            amqp_url=amqp_url(env),
-            http_host=_text(env, "HTTP_HOST", "0.0.0.0"),
-            http_port=_number(env, "HTTP_PORT", 8000, int, 1, 65535),
-            log_level=log_level(env),
-            publish_timeout=_number(env, "PUBLISH_TIMEOUT_SECONDS", 5.0, float, 0.05, 120),
-            max_body_bytes=_number(env, "MAX_BODY_BYTES", 16384, int, 256, 1_048_576),
-            retry_after_seconds=_number(env, "RETRY_AFTER_SECONDS", 2, int, 1, 3600),
-            reconnect_max_delay=_number(env, "RECONNECT_MAX_DELAY_SECONDS", 5.0, float, 0.1, 300),
+            amqp_url=e.url("AMQP_URL", "amqp://guest:guest@localhost:5672/", ("amqp", "amqps"),
+                           "amqp://user:password@host:5672/vhost (or amqps://)", blank_is_error=True),
+            http_host=e.text("HTTP_HOST", "0.0.0.0", blank_is_error=True),
+            http_port=e.integer("HTTP_PORT", 8000, 1, 65535),
+            log_level=e.choice("LOG_LEVEL", "INFO", LOG_LEVELS, blank_is_error=True),
+            publish_timeout=e.number("PUBLISH_TIMEOUT_SECONDS", 5.0, 0.05, 120),
+            max_body_bytes=e.integer("MAX_BODY_BYTES", 16384, 256, 1_048_576),
+            retry_after_seconds=e.integer("RETRY_AFTER_SECONDS", 2, 1, 3600),
+            reconnect_max_delay=e.number("RECONNECT_MAX_DELAY_SECONDS", 5.0, 0.1, 300),
         )
-
-    @property
-    def log_level_number(self) -> int:
-        return logging.getLevelName(self.log_level)

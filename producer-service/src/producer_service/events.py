@@ -106,7 +106,8 @@ def _check_name(value: object, errors: list[FieldError]) -> str | None:
         return None
     bad = _forbidden_character(name)
     if bad is not None:
-        errors.append(FieldError("name", "control_character", f"must not contain control characters (found U+{ord(bad):04X})"))
+        errors.append(FieldError("name", "control_character",
+                                 f"must not contain control characters (found U+{ord(bad):04X})"))
         return None
     return unicodedata.normalize("NFC", name)
 

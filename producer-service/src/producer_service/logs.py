@@ -1,4 +1,6 @@
-"""JSON log lines on stdout, each carrying the request's correlation id when there is one."""
+# Twin copies: producer-service/src/producer_service/logs.py and email-service/src/email_service/logs.py
+# are byte-identical, so that each service builds alone; tests/contract/test_shared_copies.py fails when they differ.
+"""JSON log lines on stdout, each carrying the correlation id of the request or message being handled, if any."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+from typing import TextIO
 
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 
@@ -49,9 +52,10 @@ class BatchingStdoutHandler(logging.Handler):
     FLUSH_SECONDS = 0.2
     FLUSH_BYTES = 64 * 1024
 
-    def __init__(self, stream=None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__()
         self.stream = stream if stream is not None else sys.stdout
+        self._buffer_lock = threading.Lock()  # taken after the handler's own lock, never before it
         self._pending: list[str] = []
         self._size = 0
         threading.Thread(target=self._tick, name="log-flush", daemon=True).start()
@@ -63,13 +67,13 @@ class BatchingStdoutHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
             return
-        with self.lock:
+        with self._buffer_lock:
             self._pending.append(line)
             self._size += len(line) + 1
             if record.levelno >= logging.WARNING or self._size >= self.FLUSH_BYTES:
                 self._write()
 
-    def _write(self) -> None:  # the caller holds self.lock
+    def _write(self) -> None:  # the caller holds self._buffer_lock
         if not self._pending:
             return
         data = "\n".join(self._pending) + "\n"
@@ -82,7 +86,7 @@ class BatchingStdoutHandler(logging.Handler):
             pass
 
     def flush(self) -> None:
-        with self.lock:
+        with self._buffer_lock:
             self._write()
 
     def _tick(self) -> None:
@@ -102,10 +106,5 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # uvicorn's access log would print client addresses per request; our own log line carries what matters.
-    logging.getLogger("uvicorn.access").disabled = True
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
     logging.getLogger("aiormq").setLevel(max(logging.getLevelName(level), logging.WARNING))
     logging.getLogger("aio_pika").setLevel(max(logging.getLevelName(level), logging.WARNING))

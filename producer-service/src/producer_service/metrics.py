@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import enum
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 # No `_created` series: one more series per counter and histogram that no dashboard or alert uses.
 disable_created_metrics()
 
-OUTCOMES = ("accepted", "invalid", "unavailable")
+
+class SignupOutcome(enum.StrEnum):
+    """The `outcome` label of producer_signups_total (alerts and the dashboard select on these values)."""
+
+    ACCEPTED = "accepted"  # 202: the broker confirmed the event
+    INVALID = "invalid"  # 4xx: the request was refused
+    UNAVAILABLE = "unavailable"  # 503: the broker did not take the event (a PublishFailure)
+
+
 ROUTES = ("/v1/signups", "/healthz", "/readyz", "/metrics", "/openapi.json", "other")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 
@@ -28,8 +38,8 @@ class ProducerMetrics:
         self.broker_connected = Gauge(
             "producer_broker_connected", "1 while the broker connection and its confirming channel are open.",
             registry=registry)
-        for outcome in OUTCOMES:
-            self.signups.labels(outcome)
+        for outcome in SignupOutcome:
+            self.signups.labels(outcome.value)
         for status_class in STATUS_CLASSES:
             self.http_duration.labels("/v1/signups", "POST", status_class)
         for route in ROUTES[1:]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from datetime import datetime
@@ -23,13 +24,23 @@ log = logging.getLogger("producer_service.publisher")
 
 EXCHANGE = "signups"
 ROUTING_KEY = EVENT_TYPE
+CORRELATION_ID_HEADER = "x-correlation-id"  # the request id; the email service reads it under the same name
+
+
+class PublishFailure(enum.StrEnum):
+    """Why the broker did not take an event. The value is the `reason` of the log line and of the 503 body."""
+
+    BROKER_UNAVAILABLE = "broker_unavailable"  # no open connection and confirming channel, or it broke meanwhile
+    UNROUTABLE = "unroutable"  # returned: no queue is bound for user.signed_up (mandatory publish)
+    NACKED = "nacked"  # the broker refused to store it
+    CONFIRM_TIMEOUT = "confirm_timeout"  # no confirm within PUBLISH_TIMEOUT_SECONDS
 
 
 class PublishFailed(Exception):
     """The broker did not confirm the event: unavailable, returned, nacked or too slow. Nothing was accepted."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: PublishFailure) -> None:
+        super().__init__(reason.value)
         self.reason = reason
 
 
@@ -137,7 +148,7 @@ class EventPublisher:
     async def publish(self, event: UserSignedUp, correlation_id: str) -> None:
         exchange = self._exchange
         if exchange is None or not self.ready:
-            raise PublishFailed("broker_unavailable")
+            raise PublishFailed(PublishFailure.BROKER_UNAVAILABLE)
         message = aio_pika.Message(
             body=event.to_json(),
             content_type="application/json",
@@ -148,18 +159,18 @@ class EventPublisher:
             type=EVENT_TYPE,
             app_id=self._app_id,
             timestamp=datetime.fromtimestamp(int(event.occurred_at.timestamp()), tz=event.occurred_at.tzinfo),
-            headers={"x-correlation-id": correlation_id},
+            headers={CORRELATION_ID_HEADER: correlation_id},
         )
         started = time.perf_counter()
         try:
             await exchange.publish(message, ROUTING_KEY, mandatory=True, timeout=self._publish_timeout)
         except PublishError:
-            raise PublishFailed("unroutable") from None
+            raise PublishFailed(PublishFailure.UNROUTABLE) from None
         except DeliveryError:
             self._renew_after_nack(exchange)
-            raise PublishFailed("nacked") from None
+            raise PublishFailed(PublishFailure.NACKED) from None
         except asyncio.TimeoutError:
-            raise PublishFailed("confirm_timeout") from None
+            raise PublishFailed(PublishFailure.CONFIRM_TIMEOUT) from None
         except (AMQPError, OSError, RuntimeError) as exc:
-            raise PublishFailed("broker_unavailable") from exc
+            raise PublishFailed(PublishFailure.BROKER_UNAVAILABLE) from exc
         self._metrics.publish_seconds.observe(time.perf_counter() - started)

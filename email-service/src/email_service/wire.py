@@ -1,0 +1,77 @@
+"""The wire contract of the email service: every header it reads or writes on a message, and every reason a
+message can sit in the dead-letter queue for. (`contract/` beside this module is the event body's JSON schema.)
+
+Operators, the `dlq` commands, dashboards and the tests read these names, and messages written by an older
+version may wait in a queue for days: a header is renamed only with its old name kept readable here.
+
+    a delivery        x-correlation-id (from the producer), x-attempt-number (absent on the first delivery)
+    a retry copy      the same, x-attempt-number + 1, x-last-error
+    a dead letter     x-dead-letter-reason, x-last-error, x-attempts (attempts made), x-dead-lettered-at
+                      or, dead-lettered by RabbitMQ itself, x-first-death-reason and the other x-death headers
+    a replayed copy   x-replay-count; the retry and dead-letter headers above are removed
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+CORRELATION_ID_HEADER = "x-correlation-id"  # the producer's request id, carried into every log line
+
+# The number of the attempt this delivery is: 1 when absent, written on each retry copy.
+ATTEMPT_NUMBER_HEADER = "x-attempt-number"
+# The same header's name until it was renamed to tell it apart from x-attempts: retry copies written by an older
+# version still carry it, so it is read when ATTEMPT_NUMBER_HEADER is absent, and removed from every new copy.
+LEGACY_ATTEMPT_NUMBER_HEADER = "x-attempt"
+LAST_ERROR_HEADER = "x-last-error"  # the failure of the last attempt, on retry copies and dead letters
+
+REASON_HEADER = "x-dead-letter-reason"  # a DeadLetterReason value
+ATTEMPTS_MADE_HEADER = "x-attempts"  # on a dead letter: how many attempts were made
+DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"  # RFC 3339, UTC, milliseconds
+REPLAY_COUNT_HEADER = "x-replay-count"  # how many times `email-service dlq replay` moved this message back
+
+# Written by RabbitMQ: when it dead-letters a message itself, and on redeliveries from a quorum queue.
+FIRST_DEATH_REASON_HEADER = "x-first-death-reason"  # a BrokerDeadLetterReason value
+BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", FIRST_DEATH_REASON_HEADER,
+                  "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
+
+# What a copy must not carry over from its original: the attempt number under the name it no longer has.
+SUPERSEDED_HEADERS = (LEGACY_ATTEMPT_NUMBER_HEADER,)
+# What a replayed message starts without: it is a new first delivery.
+CLEARED_ON_REPLAY = (REASON_HEADER, LAST_ERROR_HEADER, ATTEMPTS_MADE_HEADER, DEAD_LETTERED_AT_HEADER,
+                     ATTEMPT_NUMBER_HEADER, LEGACY_ATTEMPT_NUMBER_HEADER, *BROKER_HEADERS)
+
+
+class DeadLetterReason(enum.StrEnum):
+    """Why this service dead-lettered a message (REASON_HEADER, and the `reason` label of email_dead_letters)."""
+
+    UNDECODABLE = "undecodable"  # not UTF-8 or not JSON
+    INVALID_EVENT = "invalid_event"  # JSON, but not the user.signed_up contract
+    UNSUPPORTED_SCHEMA = "unsupported_schema"  # an event type or schema_version this service does not know
+    SMTP_REJECTED = "smtp_rejected"  # the SMTP server refused the mail for good (5xx)
+    RETRIES_EXHAUSTED = "retries_exhausted"  # transient failures until MAX_ATTEMPTS
+
+
+class BrokerDeadLetterReason(enum.StrEnum):
+    """Why RabbitMQ dead-lettered a message itself (FIRST_DEATH_REASON_HEADER); no metric counts these."""
+
+    DELIVERY_LIMIT = "delivery_limit"  # delivered topology.DELIVERY_LIMIT times without an ack or reject
+    REJECTED = "rejected"  # rejected without requeue: the handler's last resort when it could make no copy
+
+
+UNKNOWN_REASON = "unknown"  # a dead letter with neither reason header (put there by hand)
+DEAD_LETTER_REASONS = (*DeadLetterReason, *BrokerDeadLetterReason)
+
+
+def header_text(value: object) -> str | None:
+    """A header value as text: AMQP long strings that are not UTF-8 arrive as bytes."""
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else str(value)
+
+
+def dead_letter_reason(headers: Mapping[str, object] | None) -> str:
+    """Why a message is in the dead-letter queue: this service's reason, else RabbitMQ's, else UNKNOWN_REASON."""
+    headers = headers or {}
+    return (header_text(headers.get(REASON_HEADER)) or header_text(headers.get(FIRST_DEATH_REASON_HEADER))
+            or UNKNOWN_REASON)
