@@ -25,8 +25,8 @@ help: ## list the targets
 # - requirements-dev.lock: the one resolution of both services and requirements-test.txt, installed into .venv;
 # - <service>/requirements.lock: that service's share of it (compiled with it as a constraint, so every package
 #   the two services share is pinned alike), installed into the service's image.
-# Universal resolution for CPython 3.11 (a marker limits what only some need: async-timeout below 3.11.3), every artefact's
-# sha256 from PyPI: pip installs them with --require-hashes on Linux x86_64 and aarch64 alike.
+# Universal resolution for CPython 3.11 (markers limit what only some targets need: async-timeout below 3.11.3),
+# with the sha256 of every artefact on PyPI: pip installs them with --require-hashes on x86_64 and aarch64 alike.
 LOCK_FLAGS := --universal --python-version=3.11 --generate-hashes
 SERVICES := producer-service email-service
 SERVICE_LOCKS := $(SERVICES:%=%/requirements.lock)
