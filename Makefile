@@ -15,19 +15,56 @@ NAMESPACE ?= welcome-mail
 KIND_CLUSTER ?= welcome-mail
 N ?= 2
 
-.PHONY: help install system-deps broker test test-unit test-integration test-reliability run lint lint-py bench \
+.PHONY: help install lock system-deps broker test test-unit test-integration test-reliability run lint lint-py bench \
         helm-lint images images-build kind-up kind-load deploy scale smoke kind-down cluster-up cluster-down clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: producer-service/pyproject.toml email-service/pyproject.toml requirements-test.txt
+# Locked dependencies (`make lock`; the test tests/unit/test_dependency_locks.py fails when they drift):
+# - requirements-dev.lock: the one resolution of both services and requirements-test.txt, installed into .venv;
+# - <service>/requirements.lock: that service's share of it (compiled with it as a constraint, so every package
+#   the two services share is pinned alike), installed into the service's image.
+# Universal resolution for CPython 3.11 (markers limit what only some targets need: async-timeout below 3.11.3),
+# with the sha256 of every artefact on PyPI: pip installs them with --require-hashes on x86_64 and aarch64 alike.
+LOCK_FLAGS := --universal --python-version=3.11 --generate-hashes
+SERVICES := producer-service email-service
+SERVICE_LOCKS := $(SERVICES:%=%/requirements.lock)
+# The image platforms whose wheels `make lock` downloads, hashes checked: both architectures, any manylinux tag
+# up to glibc 2.36 (Debian bookworm's; pip does not widen a --platform by itself).
+IMAGE_ARCHS := x86_64 aarch64
+IMAGE_GLIBC_TAGS := manylinux1 manylinux2010 manylinux2014 $(foreach minor,$(shell seq 5 36),manylinux_2_$(minor))
+
+# The dev lock alone, hash-checked (--no-deps: the lock is the whole closure); what `make lock` needs (uv).
+$(BIN)/.locked: requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e producer-service -e email-service -r requirements-test.txt
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements-dev.lock
 	touch $@
 
-install: $(BIN)/.installed ## create .venv and install both services (editable) with the test tools
+# Then both services, editable, with nothing more: pip check proves the lock held everything they require.
+$(BIN)/.installed: $(BIN)/.locked producer-service/pyproject.toml email-service/pyproject.toml
+	$(BIN)/pip install -q --no-deps $(SERVICES:%=-e %)
+	$(BIN)/pip check || { echo "requirements-dev.lock no longer satisfies a pyproject.toml: run make lock" >&2; exit 1; }
+	touch $@
+
+install: $(BIN)/.installed ## create .venv: the hash-checked requirements-dev.lock, then both services editable (--no-deps)
+
+lock: $(BIN)/.locked ## regenerate the hashed locks from the pyprojects and requirements-test.txt (UPGRADE=1: newest releases in range)
+	$(BIN)/uv pip compile --quiet $(LOCK_FLAGS) $(if $(UPGRADE),--upgrade) \
+	    $(SERVICES:%=%/pyproject.toml) requirements-test.txt --output-file=requirements-dev.lock
+	for service in $(SERVICES); do \
+	    $(BIN)/uv pip compile --quiet $(LOCK_FLAGS) --constraint=requirements-dev.lock \
+	        $$service/pyproject.toml --output-file=$$service/requirements.lock || exit 1; \
+	done
+	@echo "downloading every service-lock wheel for Linux $(IMAGE_ARCHS), hashes checked"
+	@wheels=$$(mktemp -d) && trap 'rm -rf "$$wheels"' EXIT && for arch in $(IMAGE_ARCHS); do \
+	    for lock in $(SERVICE_LOCKS); do \
+	        $(BIN)/pip download -q --dest "$$wheels/$$arch" --require-hashes --no-deps --only-binary=:all: \
+	            $(IMAGE_GLIBC_TAGS:%=--platform=%_$$arch) --implementation=cp --python-version=3.11 -r $$lock \
+	            || { echo "$$lock: no CPython 3.11 wheel with these hashes for Linux $$arch" >&2; exit 1; }; \
+	    done; \
+	done
 
 system-deps: ## install the Debian packages the tests use (prometheus: promtool and a server; haproxy: the cluster front; redis-server: dedup)
 	deploy/local/ensure-packages.sh prometheus haproxy redis-server

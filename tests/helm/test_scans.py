@@ -100,4 +100,6 @@ def test_dockerfile_shape(service):
     assert not re.search(r"\b(gcc|build-essential|apt-get install)\b", "\n".join(runtime)), "no build tools"
     assert "COPY --from=build /opt/venv /opt/venv" in runtime
     ignore = (ROOT / service / ".dockerignore").read_text().split()
-    assert ignore[ignore.index("*"):][:3] == ["*", "!pyproject.toml", "!src/"], "the context is pyproject + src only"
+    assert ignore[ignore.index("*"):][:4] == ["*", "!pyproject.toml", "!requirements.lock", "!src/"], \
+        "the context is pyproject, lock and src only"
+    assert re.search(r"pip install .*--require-hashes --no-deps .*-r requirements\.lock", text), "the hashed lock"
