@@ -42,6 +42,9 @@ def publish(results: Results, results_md: Path, documents: list[Path], optional:
     """Write RESULTS.md and replace the block in every document and in every optional document that exists and
     has markers. Every document is checked before anything is written. Returns the files written."""
     block = readme_block(results)
+    if absent := [str(p) for p in documents if not p.exists()]:
+        raise MarkersMissing(f"{', '.join(absent)} not found: it must carry the benchmark table between\n  {START}\n"
+                             f"  {END}")
     targets = documents + [p for p in optional if p.exists() and has_markers(p.read_text())]
     new_texts = {path: replace_block(path.read_text(), block, str(path)) for path in targets}
     results_md.write_text(results_markdown(results))

@@ -27,7 +27,7 @@ class Settings:
     concurrency: int = 0  # email-service CONCURRENCY; 0: try 8/16/32 and keep the fastest
     wrk_seconds: int = 8
     e2e_seconds: float = 6.0
-    e2e_max: float = 0  # pipeline maximum (req/s) to use instead of measuring it; 0: measure
+    e2e_max: float = 0.0  # pipeline maximum (req/s) to use instead of measuring it; 0: measure
     scaling_seconds: float = 3.0
     backlog: int = 200_000
     sections: str = "consumer,producer,e2e,scaling,memory"
@@ -82,15 +82,21 @@ class ConsumerResult:
 # ------------------------------------------------------------------------------------------- 2. producer
 
 @dataclass(frozen=True)
-class WrkRun:
-    contender: str  # ours, ceiling, celery
-    round: int
+class WrkReport:
+    """What wrk prints for one measurement."""
     rps: float
     p50_ms: float
     p99_ms: float
     requests: int
     non_2xx: int
     socket_errors: str
+
+
+@dataclass(frozen=True)
+class WrkRun(WrkReport):
+    """One contender's wrk report in one round, with the server's CPU per 1,000 requests."""
+    contender: str  # ours, ceiling, celery
+    round: int
     cpu_s_per_1000: float
 
 
