@@ -53,7 +53,7 @@ def measure(bed: Testbed, contender: str, port: int, rate: float, seconds: float
     after = _histogram(metrics_port)
     total, after_202 = [], []
     for r in sent:
-        at = accepted.get(f"{r['event_id']}@example.com") if r["event_id"] else None
+        at = accepted.get(f"{r['event_id']}@{MESSAGE_ID_DOMAIN}") if r["event_id"] else None
         if at is not None:
             total.append((at - r["sent"]) * 1000)
             after_202.append((at - r["answered"]) * 1000)
