@@ -15,7 +15,7 @@ NAMESPACE ?= welcome-mail
 KIND_CLUSTER ?= welcome-mail
 N ?= 2
 
-.PHONY: help install lock system-deps broker test test-unit test-integration test-reliability run lint lint-py bench \
+.PHONY: help install lock system-deps broker test test-unit test-integration test-reliability run lint lint-py bench bench-report \
         helm-lint images images-build kind-up kind-load deploy scale smoke kind-down cluster-up cluster-down clean
 
 help: ## list the targets
@@ -98,9 +98,13 @@ $(BENCH_VENV)/.installed: tests/bench/requirements-bench.txt producer-service/py
 	$(BENCH_VENV)/bin/pip install -q -r tests/bench/requirements-bench.txt -e producer-service -e email-service
 	touch $@
 
-bench: install broker $(BENCH_VENV)/.installed ## benchmarks against Celery, Dramatiq and minimal ceilings (8-12 min, not in `make test`); writes tests/bench/RESULTS.md
+bench: install broker $(BENCH_VENV)/.installed ## benchmarks against Celery, Dramatiq and minimal ceilings (7-9 min, not in `make test`); writes tests/bench/results.json, RESULTS.md and the README table (BENCH_ARGS=--quick: a small smoke run)
 	tests/bench/ensure-tools.sh
-	$(BENCH_VENV)/bin/python tests/bench/run.py $(BENCH_ARGS)
+	$(BENCH_VENV)/bin/python -m tests.bench $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-report
+
+bench-report: ## rewrite tests/bench/RESULTS.md and the README's benchmark table (between its bench-table markers) from tests/bench/results.json
+	$(PYTHON) -m tests.bench.publish
 
 # ruff.toml covers the whole repository; tests/ joins RUFF_PATHS once its lint findings are fixed.
 RUFF_PATHS := producer-service/src email-service/src deploy

@@ -1,0 +1,80 @@
+"""The benchmark's pure parts: the within-round ratio, the typed results' JSON form, the generated README block.
+
+No processes and no broker: these modules import only the standard library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.bench import publish, report, results
+from tests.bench.goals import goals
+from tests.bench.ratios import paired_ratio, per_round
+from tests.bench.results import BASELINE, Drain, ScalingConfig, ScalingRun, ScalingResult
+
+COMMITTED = Path(__file__).resolve().parents[1] / "bench" / "results.json"
+
+
+def test_ratio_is_taken_within_each_round_then_the_median() -> None:
+    # Round 1 was disturbed for both contenders: a ratio of medians (200/100 = 2.0) would hide that a is 3x b.
+    a = {0: 300.0, 1: 30.0, 2: 330.0}
+    b = {0: 100.0, 1: 100.0, 2: 110.0}
+    assert paired_ratio(a, b) == 3.0
+
+
+def test_ratio_uses_only_rounds_both_sides_have() -> None:
+    assert paired_ratio({0: 2.0, 1: 4.0}, {1: 2.0}) == 2.0
+    with pytest.raises(ValueError):
+        paired_ratio({0: 1.0}, {1: 1.0})
+
+
+def test_per_round_refuses_two_rows_of_one_round() -> None:
+    row = Drain("celery", 1, 0, 10, 10, 1.0, 10.0, 1.0, 1.0, 1.0)
+    assert per_round([row], "mails_per_s", contender="celery") == {0: 10.0}
+    with pytest.raises(ValueError):
+        per_round([row, row], "mails_per_s", contender="celery")
+
+
+def test_scaling_efficiency_divides_by_processes_and_speedup_does_not() -> None:
+    c8, c16 = ScalingConfig(8, 1), ScalingConfig(1, 16, 16)
+    sc = ScalingResult(0.05, 3.0, [ScalingRun(BASELINE, 0, 20.0), ScalingRun(c8, 0, 144.0), ScalingRun(c16, 0, 300.0)])
+    assert sc.efficiency(c8) == 0.9
+    assert sc.efficiency(c16) == 15.0
+    assert c16.label == "1 process x CONCURRENCY=16, SMTP_POOL_SIZE=16"
+
+
+def test_committed_results_load_dump_and_render_to_the_committed_files() -> None:
+    loaded = results.load(COMMITTED.read_text())
+    assert results.dump(loaded, goals(loaded)) == COMMITTED.read_text()  # its goals are the ones derived from it
+    assert report.results_markdown(loaded) == (COMMITTED.parent / "RESULTS.md").read_text()
+
+
+def test_readme_block_is_replaced_between_the_markers_only() -> None:
+    doc = f"intro\n{publish.START}\nold table\n{publish.END}\noutro\n"
+    assert publish.replace_block(doc, "new\n") == f"intro\n{publish.START}\nnew\n{publish.END}\noutro\n"
+    with pytest.raises(publish.MarkersMissing, match="bench-table:start"):
+        publish.replace_block("intro\nold table\n", "new\n", "README.md")
+
+
+def test_publish_checks_every_document_before_writing(tmp_path: Path) -> None:
+    loaded = results.load(COMMITTED.read_text())
+    readme, docs, out = tmp_path / "README.md", tmp_path / "benchmarks.md", tmp_path / "RESULTS.md"
+    readme.write_text("no markers here\n")
+    with pytest.raises(publish.MarkersMissing):
+        publish.publish(loaded, out, {readme: "block\n"}, {docs: "all\n"})
+    assert not out.exists()
+    readme.write_text(f"# x\n{publish.START}\n{publish.END}\n")
+    assert publish.publish(loaded, out, {readme: "block\n"}, {docs: "all\n"}) == [out, readme]  # docs/benchmarks.md absent: skipped
+    assert readme.read_text() == f"# x\n{publish.START}\nblock\n{publish.END}\n"
+
+
+def test_committed_tables_are_the_generated_ones() -> None:
+    """README.md, docs/benchmarks.md and RESULTS.md show exactly what `make bench-report` renders: never edited."""
+    loaded = results.load(COMMITTED.read_text())
+    root = COMMITTED.parents[2]
+    for path, block in ((root / "README.md", report.readme_block(loaded)),
+                        (root / "docs" / "benchmarks.md", report.results_block(loaded))):
+        text = path.read_text()
+        assert publish.replace_block(text, block, str(path)) == text, f"{path} differs: run make bench-report"
