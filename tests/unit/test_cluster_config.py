@@ -69,12 +69,12 @@ def test_haproxy_config_balances_over_every_node_with_checks() -> None:
     assert "user" not in render_haproxy_cfg(spec, run_as=None).split("defaults")[0]
 
 
-SHOW_STAT = """# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight
-amqp,FRONTEND,,,3,3,4096,3,0,0,0,0,0,,,,,OPEN,
-rabbitmq_nodes,rc1,0,0,1,1,,1,0,0,,0,,0,0,0,0,UP,1
-rabbitmq_nodes,rc2,0,0,1,1,,1,0,0,,0,,0,0,0,0,DOWN,1
-rabbitmq_nodes,rc3,0,0,1,1,,1,0,0,,0,,0,0,0,0,UP 1/2,1
-rabbitmq_nodes,BACKEND,0,0,3,3,410,3,0,0,0,0,,0,0,0,0,UP,2
+SHOW_STAT = """# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status
+amqp,FRONTEND,,,3,3,4096,3,0,0,0,0,0,,,,,OPEN
+rabbitmq_nodes,rc1,0,0,1,1,,1,0,0,,0,,0,0,0,0,UP
+rabbitmq_nodes,rc2,0,0,1,1,,1,0,0,,0,,0,0,0,0,DOWN
+rabbitmq_nodes,rc3,0,0,1,1,,1,0,0,,0,,0,0,0,0,UP 1/2
+rabbitmq_nodes,BACKEND,0,0,3,3,410,3,0,0,0,0,,0,0,0,0,UP
 
 """
 
