@@ -140,7 +140,7 @@ async def drain(url: str, queue: str, expected: int, timeout: float,
 
 
 async def in_thread(function, *args):
-    """cluster.sh calls block for up to seconds: keep the event loop (and the AMQP heartbeats) running."""
+    """Cluster calls block for seconds (rabbitmqctl): keep the event loop (and the AMQP heartbeats) running."""
     return await asyncio.to_thread(function, *args)
 
 

@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING
 import aio_pika
 import httpx
 import pytest
+from local_cluster import Cluster
 from prometheus_client.parser import text_string_to_metric_families
 
 from email_service.wire import REASON_HEADER
-from tests.cluster.conftest import cluster_sh
 from tests.conftest import eventually, free_port
 from tests.support.amqp import read_queue
 from tests.support.services import ServiceProcess, email_process, producer_process
@@ -108,8 +108,7 @@ def node_port_map(cluster: RabbitCluster) -> dict[int, str]:
 
 
 def ctl_json(node: str, *args: str) -> list[dict]:
-    out = cluster_sh("ctl", node, "-q", *args, "--formatter", "json")
-    return json.loads(out or "[]")
+    return Cluster.from_env().node(node).ctl_json(*args)
 
 
 def queue_table(node: str, vhost: str) -> dict[str, dict]:
@@ -138,14 +137,14 @@ class ClusterVhost:
 
     def create(self) -> None:
         node = self.cluster.nodes[0]
-        cluster_sh("ctl", node, "add_vhost", self.name)
-        cluster_sh("ctl", node, "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        self.cluster.ctl(node, "add_vhost", self.name)
+        self.cluster.ctl(node, "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
 
     def delete(self) -> None:
         """Never fails the teardown: a vhost left behind is reported, and goes with `cluster.sh down` anyway."""
         try:
             node = self.cluster.running_nodes()[0]
-            cluster_sh("ctl", node, "delete_vhost", self.name)
+            self.cluster.ctl(node, "delete_vhost", self.name)
         except BaseException as error:  # noqa: BLE001 - pytest.fail raises a BaseException
             print(f"could not delete vhost {self.name} on the cluster: {error}")
 
