@@ -1,76 +1,42 @@
-"""Every process the benchmark starts: each in its own process group, its output drained, all stopped at the end.
+"""Every process the benchmark starts, in one registry, so the driver can stop them all on exit (also after Ctrl-C).
+
+Each is a tests.support.processes.ServiceProcess without a log file: its own process group, dies with the bench,
+output drained from a pipe (as a container runtime reads a pod's stdout: the log lines are written and paid for,
+not stored), the last 64 KiB kept for error messages, or every chunk handed to `on_output`.
 
 Invariant: a process started here is in `live` until `stop()` has SIGTERMed it, waited, and SIGKILLed its whole
-group; `stop_all()` (the driver calls it on exit, also after Ctrl-C) leaves nothing behind. Output (stdout and
-stderr together) goes to a pipe a thread drains, as a container runtime reads a pod's stdout: the log lines are
-written and paid for, only the last 64 KiB are kept (for error messages), or handed to `on_output`.
-
-The seam for tests/support/processes.py: `start(name, argv, env)` and `stop(*procs)`.
+group; `stop_all()` leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-TAIL = 64 * 1024
+from tests.support.processes import ServiceProcess, stop_all
 
 
 class Processes:
     def __init__(self) -> None:
-        self.live: list[subprocess.Popen] = []
-        self._tails: dict[int, bytearray] = {}
+        self.live: list[ServiceProcess] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-              on_output: Callable[[bytes], None] | None = None) -> subprocess.Popen:
-        """Start `argv` with os.environ updated by `env`; `on_output` gets every chunk of output instead of the
-        tail buffer."""
-        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, cwd=cwd, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        proc.bench_name = name  # type: ignore[attr-defined]
-        self.live.append(proc)
-        tail = self._tails[proc.pid] = bytearray()
+              on_output: Callable[[bytes], None] | None = None) -> ServiceProcess:
+        """Start `argv` with os.environ updated by `env`."""
+        process = ServiceProcess(name, argv, env or {}, None, cwd=cwd, on_output=on_output).start()
+        self.live.append(process)
+        return process
 
-        def drain() -> None:
-            fd = proc.stdout.fileno()  # type: ignore[union-attr]
-            while chunk := os.read(fd, 1 << 20):
-                if on_output is not None:
-                    on_output(chunk)
-                    continue
-                tail.extend(chunk)
-                if len(tail) > 2 * TAIL:
-                    del tail[:-TAIL]
+    def tail(self, process: ServiceProcess, limit: int = 2000) -> str:
+        """The end of what `process` printed, for an error message."""
+        return process.output()[-limit:]
 
-        threading.Thread(target=drain, name=f"drain-{name}", daemon=True).start()
-        return proc
-
-    def tail(self, proc: subprocess.Popen, limit: int = 2000) -> str:
-        """The end of what `proc` printed, for an error message."""
-        return bytes(self._tails.get(proc.pid, b""))[-limit:].decode("utf-8", "replace")
-
-    def stop(self, *procs: subprocess.Popen, timeout: float = 10.0) -> None:
-        """SIGTERM to each leader (graceful), then SIGKILL to the whole group of anything still there."""
-        for proc in procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-            if proc in self.live:
-                self.live.remove(proc)
-            self._tails.pop(proc.pid, None)
+    def stop(self, *processes: ServiceProcess, timeout: float = 10.0) -> None:
+        """SIGTERM to each (they stop in parallel), then SIGKILL to the group of anything still there."""
+        stop_all(processes, grace=timeout)
+        for process in processes:
+            if process in self.live:
+                self.live.remove(process)
 
     def stop_all(self) -> None:
         self.stop(*list(self.live), timeout=5)

@@ -7,7 +7,7 @@ is typed in by hand, so the documents change only when results.json does. Pure (
 from __future__ import annotations
 
 from .goals import Goal, goals
-from .results import (ConsumerResult, EndToEndResult, MemoryResult, ProducerResult, Results, ScalingResult)
+from .results import ConsumerResult, EndToEndResult, MemoryResult, ProducerResult, Results, ScalingResult
 
 CONSUMERS = {"ours-info": "email-service, LOG_LEVEL=info", "ours-warning": "email-service, LOG_LEVEL=warning",
              "celery": "Celery prefork, acks_late, smtplib + EmailMessage",

@@ -9,12 +9,12 @@ once it answers. Both start their processes through the testbed, so the driver's
 from __future__ import annotations
 
 import importlib
-import subprocess
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 from tests.support.ports import free_port
+from tests.support.processes import ServiceProcess
 from tests.support.waits import WaitTimedOut, eventually_sync
 
 from ..load import post_signup
@@ -33,13 +33,13 @@ class Consumer(Protocol):
 
     def publish(self, broker: Broker, n: int) -> None: ...
 
-    def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[subprocess.Popen]: ...
+    def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[ServiceProcess]: ...
 
 
 class App(Protocol):
     key: str  # ours, ceiling, celery
 
-    def start(self, bed: Testbed) -> tuple[subprocess.Popen, int]: ...
+    def start(self, bed: Testbed) -> tuple[ServiceProcess, int]: ...
 
 
 def fill(consumer: Consumer, broker: Broker, n: int) -> None:
@@ -63,7 +63,7 @@ def peer_module(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def until_up(bed: Testbed, proc: subprocess.Popen, check, what: str, timeout: float = 30.0) -> None:
+def until_up(bed: Testbed, proc: ServiceProcess, check, what: str, timeout: float = 30.0) -> None:
     """Wait for `check()`; on time-out fail with the end of the process's output."""
     try:
         eventually_sync(check, timeout, 0.1, what=what)
@@ -71,7 +71,7 @@ def until_up(bed: Testbed, proc: subprocess.Popen, check, what: str, timeout: fl
         raise RuntimeError(f"{exc}; output: {bed.processes.tail(proc)}") from None
 
 
-def start_uvicorn(bed: Testbed, key: str, module: str, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+def start_uvicorn(bed: Testbed, key: str, module: str, env: dict[str, str]) -> tuple[ServiceProcess, int]:
     """A peer Starlette app in tests/bench/peers under uvicorn (uvloop, httptools, one worker, no access log)."""
     port = free_port()
     proc = bed.processes.start(f"app-{key}", [

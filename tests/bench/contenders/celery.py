@@ -4,10 +4,11 @@ code (as_task_v2 + kombu's serializer) and published in bulk to the `celery` que
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from tests.support.processes import ServiceProcess
 
 from ..broker import Prepared
 from ..messages import signups
@@ -43,7 +44,7 @@ class CeleryWorker:
     def publish(self, broker: Broker, n: int) -> None:
         broker.publish("celery", "celery", task_messages(n))
 
-    def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[subprocess.Popen]:
+    def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[ServiceProcess]:
         return [bed.processes.start("celery", [
             str(BENCH_BIN / "celery"), "-A", "celery_worker", "worker", "-P", "prefork", "-c", str(processes),
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning",
@@ -54,5 +55,5 @@ class CeleryWorker:
 class CeleryApp:
     key: str = "celery"
 
-    def start(self, bed: Testbed) -> tuple[subprocess.Popen, int]:
+    def start(self, bed: Testbed) -> tuple[ServiceProcess, int]:
         return start_uvicorn(bed, self.key, "celery_app:app", {})

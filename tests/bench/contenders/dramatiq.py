@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from tests.support.processes import ServiceProcess
 
 from ..broker import Prepared
 from ..messages import signups
@@ -38,6 +39,6 @@ class DramatiqWorker:
     def publish(self, broker: Broker, n: int) -> None:
         broker.publish("", "default", actor_messages(n))
 
-    def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[subprocess.Popen]:
+    def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[ServiceProcess]:
         return [bed.processes.start("dramatiq", [str(BENCH_BIN / "dramatiq"), "dramatiq_worker", "-p", str(processes)],
                                     env=peer_env(bed, smtp_port), cwd=PEERS)]

@@ -3,12 +3,12 @@ tests/support/env.py (the settings every suite uses) with the benchmark's overri
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tests.support.env import email_env, producer_env
 from tests.support.ports import free_port
+from tests.support.processes import ServiceProcess
 
 from ..messages import MAIL_FROM, our_events
 from ..paths import SERVICES_BIN
@@ -37,10 +37,10 @@ class EmailService:
     def publish(self, broker: Broker, n: int) -> None:
         broker.publish("signups", "user.signed_up", our_events(n))
 
-    def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[subprocess.Popen]:
+    def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[ServiceProcess]:
         return [self.start_one(bed, smtp_port)[0] for _ in range(processes)]
 
-    def start_one(self, bed: Testbed, smtp_port: int, amqp_url: str | None = None) -> tuple[subprocess.Popen, int]:
+    def start_one(self, bed: Testbed, smtp_port: int, amqp_url: str | None = None) -> tuple[ServiceProcess, int]:
         """One process (on the main vhost unless `amqp_url`); returns it and its metrics port."""
         assert bed.broker is not None, "testbed not opened"
         metrics_port = free_port()
@@ -55,7 +55,7 @@ class EmailService:
 class ProducerService:
     key: str = "ours"
 
-    def start(self, bed: Testbed) -> tuple[subprocess.Popen, int]:
+    def start(self, bed: Testbed) -> tuple[ServiceProcess, int]:
         assert bed.broker is not None, "testbed not opened"
         port = free_port()
         proc = bed.processes.start("producer-service", [str(SERVICES_BIN / "producer-service")],

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import aio_pika
 import aiosmtplib
 import uvloop
+
 from email_service.events import UserSignedUp
 from email_service.templates import WelcomeEmail
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import uuid
 
+from celery_worker import app as celery
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-from celery_worker import app as celery
 
 
 def _enqueue(payload: dict, event_id: str) -> None:

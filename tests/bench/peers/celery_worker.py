@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-
 from mailtask import send_welcome as _send_welcome
 
 app = Celery("bench", broker=os.environ["BENCH_AMQP_URL"])

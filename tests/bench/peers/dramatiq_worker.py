@@ -12,7 +12,6 @@ import os
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
 from mailtask import send_welcome as _send_welcome
 
 broker = RabbitmqBroker(url=os.environ["BENCH_AMQP_URL"])

@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import time
 
+from tests.support.prometheus import Metrics, histogram_quantile
 from tests.support.waits import WaitTimedOut, eventually_sync
 
-from .. import prometheus
 from ..contenders.ceiling import CeilingApp, CeilingConsumer
 from ..contenders.ours import EmailService, ProducerService
 from ..load import paced, wrk
@@ -33,7 +33,7 @@ def _histogram(metrics_port: int | None) -> dict[float, float]:
     if metrics_port is None:
         return {}
     text = http_status(f"http://127.0.0.1:{metrics_port}/metrics")[1].decode()
-    return prometheus.histogram_buckets(prometheus.parse(text), HISTOGRAM)
+    return Metrics.parse(text).histogram(HISTOGRAM)
 
 
 def _ms(values: list[float], q: float) -> float:
@@ -62,8 +62,8 @@ def measure(bed: Testbed, contender: str, port: int, rate: float, seconds: float
     if metrics_port is not None:
         buckets = {le: after[le] - before.get(le, 0) for le in after}
         count = buckets.get(float("inf"), 0)
-        extra = {"histogram_p50_ms": round((prometheus.histogram_quantile(0.5, buckets) or 0) * 1000, 1),
-                 "histogram_p99_ms": round((prometheus.histogram_quantile(0.99, buckets) or 0) * 1000, 1),
+        extra = {"histogram_p50_ms": round((histogram_quantile(0.5, buckets) or 0) * 1000, 1),
+                 "histogram_p99_ms": round((histogram_quantile(0.99, buckets) or 0) * 1000, 1),
                  "histogram_share_within_50ms": round(buckets.get(0.05, 0) / count, 4) if count else None}
     row = LatencyRun(contender=contender, round=round_, requests=len(sent), accepted_202=len(accepted_ids),
                      mails_matched=len(total), achieved_rate=round(len(sent) / seconds, 1), p50_ms=_ms(total, 0.5),

@@ -8,8 +8,9 @@ over a window; then stops processes down to 4, 2 and 1, measuring each; then one
 
 from __future__ import annotations
 
-import subprocess
 import time
+
+from tests.support.processes import ServiceProcess
 
 from ..contenders.base import fill
 from ..contenders.ours import EmailService
@@ -47,7 +48,7 @@ def run(bed: Testbed, settings: Settings) -> ScalingResult:
         for round_ in range(settings.runs):
             one = EmailService(concurrency=1)
             fill(one, broker, QUEUED)
-            alive: list[tuple[subprocess.Popen, int]] = [one.start_one(bed, sink.port) for _ in range(8)]
+            alive: list[tuple[ServiceProcess, int]] = [one.start_one(bed, sink.port) for _ in range(8)]
             for k in (8, 4, 2, 1):
                 while len(alive) > k:
                     bed.processes.stop(alive.pop()[0], timeout=10)
