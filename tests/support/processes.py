@@ -4,7 +4,9 @@ Invariants:
 - every process runs in a process group of its own, so a kill reaches whatever it started;
 - every process gets SIGKILL when the test runner dies (util-linux `setpriv --pdeathsig`), so none outlives a
   killed run;
-- output goes to a log file (stdout and stderr), kept for post-mortems and read back with `output()`;
+- output (stdout and stderr) goes to a log file, kept for post-mortems and read back with `output()`; or, without
+  a log file, to a pipe a thread drains, as a container runtime reads a pod's stdout (the benchmarks: the lines
+  are written and paid for, not stored): only the last 64 KiB are kept, or every chunk goes to `on_output`;
 - `stop()` never leaves a process behind: SIGTERM, a bounded wait, then SIGKILL to the group.
 """
 
@@ -17,7 +19,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -26,27 +29,47 @@ from .waits import eventually
 
 VENV_BIN = Path(sys.executable).parent
 _DIE_WITH_US = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+_TAIL = 64 * 1024
 
 
 class ServiceProcess:
     """One child process: start it, wait until it is ready, signal it, stop it, read what it wrote."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path,
-                 ready_url: str | None = None) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path | None,
+                 ready_url: str | None = None, cwd: Path | None = None,
+                 on_output: Callable[[bytes], None] | None = None) -> None:
         self.name = name
         self.ready_url = ready_url  # what wait_ready() polls unless told another URL
         self.argv = argv
         self.env = {**os.environ, **env}
         self.log_path = log_path
+        self.cwd = cwd
+        self.on_output = on_output
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._tail = bytearray()
 
     def start(self) -> ServiceProcess:
         assert not self.alive, f"{self.name} is already running"
-        self._log = open(self.log_path, "ab")  # closed in stop()
-        self.proc = subprocess.Popen([*_DIE_WITH_US, *self.argv], env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        if self.log_path is not None:
+            self._log = open(self.log_path, "ab")  # closed in stop()
+        self.proc = subprocess.Popen([*_DIE_WITH_US, *self.argv], env=self.env, cwd=self.cwd,
+                                     stdout=self._log or subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        if self._log is None:
+            threading.Thread(target=self._drain, name=f"drain-{self.name}", daemon=True).start()
         return self
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while chunk := os.read(fd, 1 << 20):
+            if self.on_output is not None:
+                self.on_output(chunk)
+                continue
+            self._tail.extend(chunk)
+            if len(self._tail) > 2 * _TAIL:
+                del self._tail[:-_TAIL]
 
     @property
     def alive(self) -> bool:
@@ -111,6 +134,9 @@ class ServiceProcess:
         return code
 
     def output(self) -> str:
+        """What the process wrote: the whole log file, or the last 64 KiB of its drained output."""
+        if self.log_path is None:
+            return bytes(self._tail).decode("utf-8", "replace")
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
+from typing import TYPE_CHECKING
+
 from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    import httpx
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -74,6 +78,8 @@ def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
 
 async def scrape(url: str, client: httpx.AsyncClient | None = None, timeout: float = 5.0) -> Metrics:
     """GET `url` and parse it; raises httpx.HTTPError when it does not answer."""
+    import httpx  # here, not at the top: the benchmarks parse expositions in a venv without httpx
+
     if client is not None:
         response = await client.get(url, timeout=timeout)
     else:
