@@ -21,7 +21,7 @@ die() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
 need() {
     local tool
     for tool in "$@"; do
-        command -v "$tool" >/dev/null || die "$tool is needed (see README: Kubernetes / kind walkthrough)"
+        command -v "$tool" >/dev/null || die "$tool is needed (see docs/kubernetes.md: Trying it in kind)"
     done
 }
 

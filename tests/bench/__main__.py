@@ -43,7 +43,8 @@ def parse_settings(argv: list[str] | None) -> Settings:
         if f.type == "bool":
             p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true")
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None, help=f"default {f.default}")
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
+                           help=f"default {f.default}")
     args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None and v is not False}
     if unknown := set(args.get("sections", ",".join(SECTIONS)).split(",")) - set(SECTIONS):
         p.error(f"unknown sections: {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")
@@ -57,7 +58,8 @@ def measure(bed: Testbed, settings: Settings) -> Results:
                   versions=versions(broker), load_average_start=list(os.getloadavg()))
     wanted, s = settings.sections.split(","), res.sections
     steps = {"consumer": lambda: consumer.run(bed, settings), "producer": lambda: producer.run(bed, settings),
-             "e2e": lambda: e2e.run(bed, settings, s.consumer.concurrency if s.consumer else settings.concurrency or 16),
+             "e2e": lambda: e2e.run(bed, settings,
+                                    s.consumer.concurrency if s.consumer else settings.concurrency or 16),
              "scaling": lambda: scaling.run(bed, settings), "memory": lambda: memory.run(bed, settings)}
     for name in SECTIONS:
         if name in wanted:

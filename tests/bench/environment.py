@@ -37,7 +37,8 @@ def _run(*argv: str) -> str:
 def versions(broker: Broker) -> dict:
     services = json.loads(subprocess.run(
         [str(SERVICES_BIN / "python"), "-c", "import importlib.metadata as m, json, platform; "
-         f"print(json.dumps({{'python': platform.python_version(), **{{n: m.version(n) for n in {SERVICE_PACKAGES!r}}}}}))"],
+         "print(json.dumps({'python': platform.python_version(), "
+         f"**{{n: m.version(n) for n in {SERVICE_PACKAGES!r}}}}}))"],
         check=True, capture_output=True, text=True).stdout)
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu_model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),

@@ -25,7 +25,7 @@ def goals(results: Results) -> list[Goal]:
     if s.consumer:
         c = s.consumer
         for p in (1, 2):
-            def rate(kind: str) -> str:
+            def rate(kind: str, p: int = p) -> str:
                 return f"{c.median(kind, p, 'mails_per_s'):.0f}"
 
             where = f"consumer, {p} process{'es' if p > 1 else ''}"

@@ -2,7 +2,8 @@
 
 Invariant: between the two marker lines below, and nowhere else, the README shows what `report.readme_block()`
 renders from tests/bench/results.json, and docs/benchmarks.md (when it has the markers) what
-`report.results_block()` renders: the headline there, every table here. Nothing in those blocks is edited by hand. A README without its markers is an error, not something to skip.
+`report.results_block()` renders: the headline there, every table here. Nothing in those blocks is edited by hand.
+A README without its markers is an error, not something to skip.
 """
 
 from __future__ import annotations

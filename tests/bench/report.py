@@ -138,7 +138,8 @@ def _e2e(e: EndToEndResult) -> list[str]:
              "generator, tests/bench/loadgen.py) until the SMTP server accepted the mail (tests/bench/sink.py, by "
              f"Message-ID = event id). Ours: producer-service + 1 email-service (CONCURRENCY={e.concurrency}), both "
              "LOG_LEVEL=info; alternately, at the same rate, the ceiling pair (ceiling_app.py + ceiling_consumer.py).",
-             "", "| pipeline | POST -> accepted p50 / p99 / max (ms) | POST -> 202 p50 / p99 | 202 -> accepted p50 / p99 "
+             "",
+             "| pipeline | POST -> accepted p50 / p99 / max (ms) | POST -> 202 p50 / p99 | 202 -> accepted p50 / p99 "
              "| achieved rate/s |", "|---|---|---|---|---|"]
     for kind, label in PIPELINES.items():
         def ms(*values: str, kind: str = kind) -> str:

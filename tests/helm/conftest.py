@@ -43,7 +43,8 @@ def crd_node_modules() -> Path:
     npm = shutil.which("npm")
     if not shutil.which("node") or not npm:
         pytest.fail("node and npm are needed to fetch the published CRD schemas "
-                    f"({', '.join(f'{p}@{v}' for p, v in CRD_PACKAGES.items())}); install Node.js (apt-get install nodejs npm)")
+                    f"({', '.join(f'{p}@{v}' for p, v in CRD_PACKAGES.items())}); "
+                    "install Node.js (apt-get install nodejs npm)")
     CACHE.mkdir(exist_ok=True)
     (CACHE / "package.json").write_text(json.dumps(
         {"name": "welcome-mail-crd-schemas", "private": True, "dependencies": CRD_PACKAGES}, indent=2) + "\n")

@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import json
 
+import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
-
-import helm_python as helm
 from welcome_chart import (
-    CHART, CRD_KINDS, KUBE_MIN, NAMESPACE, RELEASE, ROOT, VALUE_SETS, container, deep_merge, find, one, render,
+    CHART,
+    CRD_KINDS,
+    KUBE_MIN,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    VALUE_SETS,
+    container,
+    deep_merge,
+    find,
+    one,
+    render,
     rendered,
 )
 
@@ -117,7 +127,8 @@ def test_custom_resource_check_catches_wrong_types_and_misspelled_fields(validat
 ])
 def test_deployments_are_named_release_dash_component(release, override, expected):
     objects = render({"fullnameOverride": override}, release=release)
-    assert sorted(d["metadata"]["name"] for d in find(objects, "Deployment")) == [f"{expected}-email", f"{expected}-producer"]
+    names = sorted(d["metadata"]["name"] for d in find(objects, "Deployment"))
+    assert names == [f"{expected}-email", f"{expected}-producer"]
 
 
 @pytest.mark.parametrize("value_set", SETS)
@@ -182,7 +193,7 @@ def test_probes_can_be_disabled():
 @pytest.mark.parametrize("value_set", SETS)
 def test_every_component_has_a_disruption_budget(value_set):
     objects = rendered(value_set)
-    for component, deployment in deployments(value_set).items():
+    for deployment in deployments(value_set).values():
         pdb = one(objects, "PodDisruptionBudget", deployment["metadata"]["name"])
         assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
         assert ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"])
@@ -198,7 +209,8 @@ def test_grace_period_outlasts_the_consumer_shutdown_timeout(value_set):
     objects = rendered(value_set)
     email = deployments(value_set)["email"]
     config = one(objects, "ConfigMap", email["metadata"]["name"])["data"]
-    assert email["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > float(config["SHUTDOWN_TIMEOUT_SECONDS"])
+    grace = email["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > float(config["SHUTDOWN_TIMEOUT_SECONDS"])
 
 
 @pytest.mark.parametrize("grace, shutdown", [(20, 20), (15, 20), (30, 45.5)])
@@ -235,7 +247,8 @@ def test_hpa_scales_the_deployments_on_cpu():
     for component in COMPONENTS:
         hpa = one(objects, "HorizontalPodAutoscaler", f"{RELEASE}-{component}")
         assert hpa["apiVersion"] == "autoscaling/v2"
-        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{RELEASE}-{component}"}
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                 "name": f"{RELEASE}-{component}"}
         cpu = [m for m in hpa["spec"]["metrics"] if m["resource"]["name"] == "cpu"]
         assert cpu and cpu[0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
     assert "behavior" in one(objects, "HorizontalPodAutoscaler", f"{RELEASE}-email")["spec"]
@@ -259,7 +272,8 @@ def test_keda_scales_the_consumer_on_the_work_queue_depth():
 def test_keda_reads_the_host_from_an_existing_secret():
     objects = rendered("existing-secret")
     auth = one(objects, "TriggerAuthentication", f"{RELEASE}-email")
-    assert auth["spec"]["secretTargetRef"] == [{"parameter": "host", "name": "welcome-mail-credentials", "key": "amqp-url"}]
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "host", "name": "welcome-mail-credentials", "key": "amqp-url"}]
 
 
 def test_hpa_and_keda_are_mutually_exclusive():
@@ -314,7 +328,8 @@ def test_the_services_accept_the_rendered_configuration(value_set):
     deps = deployments(value_set)
     producer = ProducerSettings.from_env(env_of(deps["producer"], configmaps, secret))
     email = EmailSettings.from_env(env_of(deps["email"], configmaps, secret))
-    assert producer.http_port == deps["producer"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    producer_port = deps["producer"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert producer.http_port == producer_port
     assert email.metrics_port == container(deps["email"])["ports"][0]["containerPort"]
     assert email.shutdown_timeout < deps["email"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
 
@@ -355,7 +370,8 @@ def test_secret_values_are_checked(bad, message):
 def test_checksum_annotation_follows_configmap_and_secret():
     def checksums(values):
         objects = render(values)
-        return {c: one(objects, "Deployment", f"{RELEASE}-{c}")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        return {c: one(objects, "Deployment", f"{RELEASE}-{c}")["spec"]["template"]["metadata"]["annotations"]
+                ["checksum/config"]
                 for c in COMPONENTS}
 
     base = checksums({})

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from welcome_chart import CHART, ROOT, VALUE_SETS, render_manifests
 
 SERVICES = ("producer-service", "email-service")

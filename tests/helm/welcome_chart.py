@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import helm_python as helm
+import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -107,7 +106,8 @@ EVERYTHING = deep_merge(deep_merge(deep_merge(KEDA, MONITORING), NETWORK_POLICY)
               "extraEnv": [{"name": "TZ", "value": "UTC"}],
               "topologySpreadConstraints": [{"maxSkew": 2, "topologyKey": "kubernetes.io/hostname",
                                              "whenUnsatisfiable": "DoNotSchedule",
-                                             "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "email"}}}],
+                                             "labelSelector": {
+                                                 "matchLabels": {"app.kubernetes.io/component": "email"}}}],
               "priorityClassName": "important"},
 })
 

@@ -47,7 +47,7 @@ async def make_dead_letters(email_service_factory, smtp_server, vhost, rejected:
     async with email_service_factory(MAX_ATTEMPTS="2", RETRY_DELAYS="0.2") as consumer:
         for body, event_id in bodies:
             await publish_raw(vhost.url, [body], message_id=event_id)
-        for i in range(poison):
+        for _ in range(poison):
             event_id = str(uuid.uuid4())
             ids["undecodable"].append(event_id)
             await publish_raw(vhost.url, [b"\xff not json"], message_id=event_id)
@@ -58,7 +58,7 @@ async def make_dead_letters(email_service_factory, smtp_server, vhost, rejected:
             ids["retries_exhausted"].append(event_id)
             await publish_raw(vhost.url, [event_body(email=f"busy{i}@example.com", event_id=event_id)],
                               message_id=event_id)
-            await eventually(lambda: consumer.count("dead_lettered") == rejected + poison + i + 1, timeout=15,
+            await eventually(lambda i=i: consumer.count("dead_lettered") == rejected + poison + i + 1, timeout=15,
                              what="retries exhausted")
     return ids
 

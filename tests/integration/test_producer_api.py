@@ -124,7 +124,8 @@ async def test_invalid_signups_are_rejected_naming_the_field(producer_factory, m
 
 
 RAW_REQUESTS = [
-    pytest.param(b'{"email": "ada@example.com", "name": "Ada"', "application/json", 400, "invalid_json", id="broken-json"),
+    pytest.param(b'{"email": "ada@example.com", "name": "Ada"', "application/json", 400, "invalid_json",
+                 id="broken-json"),
     pytest.param(b"\xff\xfe{}", "application/json", 400, "invalid_encoding", id="not-utf8"),
     pytest.param(b'{"email": "ada@example.com", "name": "Ada"}', "text/plain", 415, "unsupported_media_type",
                  id="wrong-content-type"),

@@ -236,7 +236,8 @@ def test_dashboard_has_expressions() -> None:
 def test_dashboard_expressions_parse(tmp_path: Path) -> None:
     exprs = dashboard_expressions()
     rules = [
-        {"record": f"dashboard:expr_{i}", "expr": substitute_grafana_variables(expr)} for i, (_, expr) in enumerate(exprs)
+        {"record": f"dashboard:expr_{i}", "expr": substitute_grafana_variables(expr)}
+        for i, (_, expr) in enumerate(exprs)
     ]
     rules_file = tmp_path / "dashboard-rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, sort_keys=False))

@@ -94,7 +94,8 @@ class RawRequest:
 def _signup_like() -> st.SearchStrategy[dict]:
     emails = st.sampled_from(["ada@example.com", "a@b", "no-at-sign", "x@y.test", "é@example.com"]) | st.emails() \
         | json_values
-    names = st.sampled_from(["Ada", " ", "", "A\nB", "x" * 101, "李雷", "A\u2028B"]) | st.text(max_size=120) | json_values
+    names = st.sampled_from(["Ada", " ", "", "A\nB", "x" * 101, "李雷", "A\u2028B"]) | st.text(max_size=120) \
+        | json_values
     locales = st.sampled_from(["en", "zh-CN", "fr", "", "EN"]) | json_values
     extra = st.dictionaries(st.text(max_size=6) | lone_surrogate, json_values, max_size=2)
     return st.builds(lambda base, more: {**base, **more},

@@ -68,7 +68,7 @@ async def close_all_connections(run: ReliabilityRun) -> None:
 
 async def smtp_down(run: ReliabilityRun) -> None:
     """Stop the SMTP server for a stretch (connections refused), then start a new one on the same port."""
-    for i, fraction in enumerate((0.25, 0.6)[:size(1, 2)]):
+    for fraction in (0.25, 0.6)[:size(1, 2)]:
         await run.until_sent(fraction)
         run.smtp.stop()
         run.chaos.record("smtp down")
@@ -94,7 +94,7 @@ async def rolling_restart(run: ReliabilityRun) -> None:
     has exited."""
     await run.until_sent(0.3)
     for slot in range(run.config.consumers):
-        await eventually(lambda: run.fleet.in_progress_of(slot), timeout=20, interval=0.01,
+        await eventually(lambda slot=slot: run.fleet.in_progress_of(slot), timeout=20, interval=0.01,
                          what=f"email-service #{slot} handling a message")
         code = await run.fleet.terminate(slot)
         assert code == 0, f"email-service #{slot} exited {code} after SIGTERM (logs in {run.workdir})"

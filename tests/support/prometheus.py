@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from prometheus_client.parser import text_string_to_metric_families

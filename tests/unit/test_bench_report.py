@@ -12,7 +12,7 @@ import pytest
 from tests.bench import publish, report, results
 from tests.bench.goals import goals
 from tests.bench.ratios import paired_ratio, per_round
-from tests.bench.results import BASELINE, Drain, ScalingConfig, ScalingRun, ScalingResult
+from tests.bench.results import BASELINE, Drain, ScalingConfig, ScalingResult, ScalingRun
 
 COMMITTED = Path(__file__).resolve().parents[1] / "bench" / "results.json"
 
@@ -66,7 +66,8 @@ def test_publish_checks_every_document_before_writing(tmp_path: Path) -> None:
         publish.publish(loaded, out, {readme: "block\n"}, {docs: "all\n"})
     assert not out.exists()
     readme.write_text(f"# x\n{publish.START}\n{publish.END}\n")
-    assert publish.publish(loaded, out, {readme: "block\n"}, {docs: "all\n"}) == [out, readme]  # docs/benchmarks.md absent: skipped
+    # docs/benchmarks.md absent: skipped
+    assert publish.publish(loaded, out, {readme: "block\n"}, {docs: "all\n"}) == [out, readme]
     assert readme.read_text() == f"# x\n{publish.START}\nblock\n{publish.END}\n"
 
 

@@ -7,8 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.locks import (DEV_LOCK, LOCKS, REGENERATE, SERVICE_LOCKS, TARGETS, Lock, disagreements, label,
-                                 unhashed, unsatisfied)
+from tests.support.locks import (
+    DEV_LOCK,
+    LOCKS,
+    REGENERATE,
+    SERVICE_LOCKS,
+    TARGETS,
+    Lock,
+    disagreements,
+    label,
+    unhashed,
+    unsatisfied,
+)
 
 
 def regenerate(what: str, problems: list[str]) -> str:

@@ -63,7 +63,8 @@ def run(bed: Testbed, settings: Settings) -> MemoryResult:
             for backlog, broker in ((SMALL, bed.broker), (big, broker_big)):
                 row = sample(bed, sink, backlog, broker, round_)
                 runs.append(row)
-                log(f"5. memory run {round_ + 1}/{settings.runs}: {row.waiting} waiting: RSS {row.rss_mb_peak} MB (peak)")
+                log(f"5. memory run {round_ + 1}/{settings.runs}: {row.waiting} waiting: "
+                    f"RSS {row.rss_mb_peak} MB (peak)")
     finally:
         sink.stop()
         broker_big.close()

@@ -52,7 +52,8 @@ def run(bed: Testbed, settings: Settings) -> ScalingResult:
             for k in (8, 4, 2, 1):
                 while len(alive) > k:
                     bed.processes.stop(alive.pop()[0], timeout=10)
-                record(ScalingConfig(k, 1), round_, measure(sink, [port for _, port in alive], settings.scaling_seconds))
+                record(ScalingConfig(k, 1), round_,
+                       measure(sink, [port for _, port in alive], settings.scaling_seconds))
             bed.processes.stop(*[proc for proc, _ in alive], timeout=10)
             for config in SINGLE:
                 proc, port = EmailService(concurrency=config.concurrency, pool_size=config.pool_size).start_one(
