@@ -169,3 +169,36 @@ def container(deployment: dict) -> dict:
     containers = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return containers[0]
+
+
+COMPONENTS = ("producer", "email")
+
+
+def names(value_set: str) -> dict[str, str]:
+    prefix = VALUE_SETS[value_set].get("fullnameOverride") or RELEASE
+    return {component: f"{prefix}-{component}" for component in COMPONENTS}
+
+
+def deployments(value_set: str) -> dict[str, dict]:
+    objects = rendered(value_set)
+    return {component: one(objects, "Deployment", name) for component, name in names(value_set).items()}
+
+
+def env_of(deployment: dict, configmaps: list[dict], secret: dict | None) -> dict[str, str]:
+    """The environment the container would see (ConfigMap envFrom, Secret refs, literal values)."""
+    env: dict[str, str] = {}
+    c = container(deployment)
+    for source in c.get("envFrom", []):
+        ref = source["configMapRef"]["name"]
+        env.update(next(cm for cm in configmaps if cm["metadata"]["name"] == ref)["data"])
+    for item in c.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        ref = item["valueFrom"]["secretKeyRef"]
+        data = (secret or {}).get("stringData", {})
+        if ref["key"] in data:
+            env[item["name"]] = data[ref["key"]]
+        else:
+            assert ref.get("optional") or secret is None, f"{item['name']}: key {ref['key']} missing from the Secret"
+    return env
