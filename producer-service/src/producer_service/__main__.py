@@ -19,7 +19,8 @@ EXIT_CONFIG = 2
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in ("-h", "--help"):
-        print("usage: producer-service\n\nServes the signup API. Configured by environment variables; see README.md (Configuration).")
+        print("usage: producer-service\n\nServes the signup API. Configured by environment variables; "
+              "see README.md (Configuration).")
         return 0
     settings = read_settings("producer-service", Settings.from_env, os.environ)
     if settings is None:
