@@ -1,8 +1,9 @@
 """The figures of one kill, in seconds from the kill: how long the producer answered 503 and said "not ready", when
 every consumer was ready again, the longest pause in the mail stream and what the signups sent meanwhile waited.
 
-A cycle's window runs from one second before its kill (a 503 can come just before `cluster.sh kill` returns) to the
-next kill; mail pauses and waits are measured between the kill and the restart.
+A cycle's window runs from one second before its kill (a 503 can come just before `cluster.sh kill` returns) to
+where the next cycle's window begins (one second before the next kill): windows never overlap, so an answer or a
+/readyz sample counts for one kill only. Mail pauses and waits are measured between the kill and the restart.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from tests.support.smtp_server import first_accepted, longest_gap
 
 from .kill_cycle import KillCycle
+
+WINDOW_LEAD = 1.0  # seconds before a kill that already count for it
 
 if TYPE_CHECKING:
     from .failover_outcome import Evidence
@@ -63,7 +66,7 @@ class CycleFigures:
 
 def cycle_figures(cycle: KillCycle, following: KillCycle | None, evidence: Evidence) -> CycleFigures:
     killed = cycle.killed_at
-    since, until = killed - 1, following.killed_at if following else math.inf
+    since, until = killed - WINDOW_LEAD, following.killed_at - WINDOW_LEAD if following else math.inf
     wall_until = following.killed_wall if following else math.inf
     load = evidence.load
 
