@@ -48,7 +48,9 @@ class ReadinessProbe:
         return bool(self.samples) and self.samples[-1][0] > at
 
     def down_intervals(self, since: float, until: float = float("inf")) -> list[tuple[float, float]]:
-        """Periods in which the URL did not answer 200 (from the first failing to the next good sample)."""
+        """Periods within [since, until] in which the URL did not answer 200 (from the first failing to the next
+        good sample); a period still open at `until` ends there (a window's figures never reach past it), one
+        still open at the last sample ends at that sample."""
         intervals: list[tuple[float, float]] = []
         start: float | None = None
         for at, ok in self.samples:
@@ -60,7 +62,7 @@ class ReadinessProbe:
                 intervals.append((start, at))
                 start = None
         if start is not None:
-            intervals.append((start, self.samples[-1][0]))
+            intervals.append((start, min(until, self.samples[-1][0])))
         return intervals
 
     def down_seconds(self, since: float, until: float = float("inf")) -> float:

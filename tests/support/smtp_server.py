@@ -28,7 +28,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,3 +223,27 @@ class SmtpTestServer:
 
     def accepted_since(self, at: float) -> list[ReceivedMail]:
         return [mail for mail in self.received() if mail.at > at]
+
+
+def first_accepted(mails: Iterable[ReceivedMail]) -> dict[str, float]:
+    """event id -> when its first mail was accepted (a duplicate's later time is not the one a user waited for)."""
+    first: dict[str, float] = {}
+    for mail in mails:
+        if mail.event_id is not None:
+            first.setdefault(mail.event_id, mail.at)
+    return first
+
+
+def longest_gap(times: Iterable[float], start: float, end: float) -> tuple[float, float]:
+    """The longest pause between two acceptances (mail times) that ends within (start, end]: (gap start, gap end).
+
+    The pause running at `start` counts from the last acceptance before it, so a pause that a failure at `start`
+    merely extends is measured whole; with no acceptance in (start, end] the answer is (start, start)."""
+    ordered = sorted(times)
+    best = (start, start)
+    previous = max((t for t in ordered if t <= start), default=start)
+    for at in (t for t in ordered if start < t <= end):
+        if at - previous > best[1] - best[0]:
+            best = (previous, at)
+        previous = at
+    return best

@@ -54,4 +54,5 @@ def test_probe_down_intervals_run_from_the_first_failure_to_the_next_success() -
     assert probe.down_intervals(since=0.0) == [(1.0, 2.0), (3.0, 4.0)]  # the last one still open: up to now
     assert probe.down_seconds(since=0.0) == pytest.approx(2.0)
     assert probe.down_intervals(since=2.5) == [(3.0, 4.0)]
+    assert probe.down_intervals(since=0.0, until=3.5) == [(1.0, 2.0), (3.0, 3.5)]  # open at the window's end
     assert not probe.ready and probe.sampled_since(3.5)
