@@ -106,8 +106,8 @@ bench: install broker $(BENCH_VENV)/.installed ## benchmarks against Celery, Dra
 bench-report: ## rewrite tests/bench/RESULTS.md and the README's benchmark table (between its bench-table markers) from tests/bench/results.json
 	$(PYTHON) -m tests.bench.publish
 
-# ruff.toml covers the whole repository; tests/ joins RUFF_PATHS once its lint findings are fixed.
-RUFF_PATHS := producer-service/src email-service/src deploy
+# ruff.toml covers the whole repository: services, deploy, tests and benchmarks.
+RUFF_PATHS := .
 
 lint-py: install ## ruff (ruff.toml) and mypy (mypy.ini: both services' src/, no untyped defs)
 	$(BIN)/ruff check $(RUFF_PATHS)

@@ -226,4 +226,4 @@ async def test_prometheus_scrapes_both_services_and_counts_every_signup(producer
             assert up == {"producer": "1", "email": "1"}, f"up: {up}\n{context()}"
     finally:
         prometheus.stop()
-    assert prometheus.proc is not None and prometheus.proc.returncode is not None
+    assert prometheus.process.returncode is not None, "prometheus still running after stop()"
