@@ -27,7 +27,7 @@ from .failover_report import write_failure_report
 from .pipeline import Pipeline, Placement
 
 if TYPE_CHECKING:
-    from tests.cluster.conftest import RabbitCluster
+    from tests.cluster.rabbit_cluster import RabbitCluster
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from tests.support.smtp_server import SmtpTestServer
 from tests.support.waits import eventually
 
 if TYPE_CHECKING:
-    from tests.cluster.conftest import RabbitCluster
+    from tests.cluster.rabbit_cluster import RabbitCluster
 
 CONSUMERS = 3
 RETRY_DELAYS = (0.5, 1.0, 2.0)

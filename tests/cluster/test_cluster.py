@@ -19,7 +19,7 @@ import aiormq
 import pytest
 
 if TYPE_CHECKING:
-    from tests.cluster.conftest import RabbitCluster
+    from tests.cluster.rabbit_cluster import RabbitCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

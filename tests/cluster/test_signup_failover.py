@@ -42,7 +42,7 @@ from .pipeline import Pipeline
 from .steady_load import SteadyLoad
 
 if TYPE_CHECKING:
-    from .conftest import RabbitCluster
+    from .rabbit_cluster import RabbitCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

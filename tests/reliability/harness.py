@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 import uuid
@@ -38,6 +39,8 @@ from tests.support.waits import eventually
 
 from .outcome import Outcome
 
+OWNS_BROKER = os.environ.get("RELIABILITY_OWNS_BROKER", "") == "1"  # may restart the broker at AMQP_URL
+SEED = int(os.environ.get("RELIABILITY_SEED", "20261128"))  # of every random choice of the suite
 RETRY_DELAYS = "0.5,1,2,4,8"
 MAX_ATTEMPTS = 8  # retry window 0.5+1+2+4+8+8+8 = 31.5 s: longer than any SMTP outage the scenarios make
 SMTP_TIMEOUT_SECONDS = 2  # with dedup on, a claim left by a killed process lasts 4 x this + 10 s

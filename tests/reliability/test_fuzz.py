@@ -38,8 +38,9 @@ from tests.support.service_logs import WITH_CONSUMER_CALLBACKS, tracebacks
 from tests.support.smtp_server import SmtpTestServer
 from tests.support.waits import within
 
-from .conftest import SEED, record_fuzz
 from .fuzz_cases import RawRequest, amqp_messages, collect, raw_requests, wire_types
+from .harness import SEED
+from .invariant import record_fuzz
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow,
               pytest.mark.timeout(900 if FULL else 240)]

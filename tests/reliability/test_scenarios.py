@@ -15,8 +15,8 @@ from tests.support.broker import rabbitmqctl
 from tests.support.report import FULL
 from tests.support.waits import eventually
 
-from .conftest import OWNS_BROKER, check_invariant
-from .harness import ReliabilityRun, ScenarioConfig
+from .harness import OWNS_BROKER, ReliabilityRun, ScenarioConfig
+from .invariant import check_invariant
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow,
               pytest.mark.timeout(900 if FULL else 240)]
