@@ -5,7 +5,6 @@ For signals, kills and restarts run them as processes instead (tests.support.pro
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import uvicorn
@@ -16,6 +15,7 @@ from email_service.service import EmailService
 from producer_service.app import create_app
 
 from .env import producer_settings
+from .waits import WaitTimedOut, eventually
 
 
 class RunningProducer:
@@ -35,12 +35,14 @@ class RunningProducer:
         self.client = httpx.AsyncClient(base_url=self.url, timeout=10)
 
     async def __aenter__(self) -> RunningProducer:
-        self._task = asyncio.create_task(self.server.serve())
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if self._task.done() or time.monotonic() > deadline:
-                raise RuntimeError(f"producer did not start on port {self.port}")
-            await asyncio.sleep(0.01)
+        task = self._task = asyncio.create_task(self.server.serve())
+
+        def started() -> bool:
+            if task.done():
+                raise AssertionError(f"producer on port {self.port} stopped before it started: {task!r}")
+            return bool(self.server.started)
+
+        await eventually(started, timeout=10, interval=0.01, what=f"producer started on port {self.port}")
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -75,12 +77,12 @@ class RunningEmailService:
 
     async def __aenter__(self) -> RunningEmailService:
         await self.service.start()
-        deadline = time.monotonic() + 10
-        while not self.service.consumer.ready:
-            if time.monotonic() > deadline:
-                await self.service.stop()
-                raise AssertionError("email-service consumer did not register within 10s")
-            await asyncio.sleep(0.01)
+        try:
+            await eventually(lambda: self.service.consumer.ready, timeout=10, interval=0.01,
+                             what="the email-service consumer registered")
+        except WaitTimedOut:
+            await self.service.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc) -> None:
