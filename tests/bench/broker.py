@@ -1,4 +1,4 @@
-"""The benchmark's side of RabbitMQ: vhosts through rabbitmqctl, and a py-amqp channel for fast bulk work.
+"""The benchmark's side of RabbitMQ: a py-amqp channel for fast bulk work (vhosts: tests/support/broker.py).
 
 py-amqp (synchronous, no confirms) publishes tens of thousands of prepared messages a second from the driver,
 and answers queue depths exactly (a passive declare), unlike the management statistics. Waits are bounded
@@ -8,7 +8,6 @@ and answers queue depths exactly (a passive declare), unlike the management stat
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import Iterable
 
 import amqp
@@ -18,11 +17,6 @@ from tests.support.waits import eventually_sync
 from .paths import BROKER_HOST
 
 Prepared = tuple[bytes, dict]  # a message body and its AMQP properties
-
-
-def rabbitmqctl(*args: str) -> str:
-    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True,
-                          timeout=120).stdout
 
 
 def vhost_url(vhost: str) -> str:

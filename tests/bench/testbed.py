@@ -17,9 +17,10 @@ import uuid
 from pathlib import Path
 
 from tests.support.amqp import declare_topology
+from tests.support.broker import VHost
 from tests.support.waits import eventually_sync
 
-from .broker import Broker, rabbitmqctl, vhost_url
+from .broker import Broker, vhost_url
 from .processes import Processes
 
 
@@ -70,17 +71,15 @@ class Testbed:
         return self.broker
 
     def add_vhost(self, suffix: str) -> str:
-        name = f"wm-bench-{self.tag}-{suffix}"
+        name = VHost.create(prefix=f"wm-bench-{self.tag}-{suffix}").name
         self.vhosts.append(name)
-        rabbitmqctl("add_vhost", name)
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
         return name
 
     def delete_vhost(self, name: str) -> None:
         if name in self.vhosts:
             self.vhosts.remove(name)
             with contextlib.suppress(Exception):
-                rabbitmqctl("delete_vhost", name)
+                VHost(name).delete()
 
     def cleanup(self) -> None:
         self.processes.stop_all()
