@@ -159,11 +159,6 @@ def email_process(env: dict[str, str], log_path: Path, name: str = "email-servic
                           ready_url=f"http://127.0.0.1:{env['METRICS_PORT']}/readyz" if "METRICS_PORT" in env else None)
 
 
-def email_cli(env: dict[str, str], log_path: Path, *args: str) -> ServiceProcess:
-    """Another `email-service` subcommand (dlq list/replay/purge) as a process."""
-    return ServiceProcess(f"email-service {' '.join(args)}", [str(VENV_BIN / "email-service"), *args], env, log_path)
-
-
 def producer_process(env: dict[str, str], log_path: Path, name: str = "producer-service") -> ServiceProcess:
     """`producer-service` with this environment (build it with tests.support.env.producer_env)."""
     return ServiceProcess(name, [str(VENV_BIN / "producer-service")], env, log_path,

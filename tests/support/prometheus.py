@@ -38,13 +38,6 @@ class Metrics:
         return {dict(labels)[label]: value for (sample, labels), value in self.samples.items()
                 if sample == name and label in dict(labels)}
 
-    def total(self, name: str) -> float:
-        """The sum over every label set of `name`."""
-        return sum(value for (sample, _), value in self.samples.items() if sample == name)
-
-    def names(self) -> set[str]:
-        return {sample for sample, _ in self.samples}
-
     def histogram(self, name: str, **labels: str) -> dict[float, float]:
         """{upper bound: cumulative count} of the `_bucket` samples of histogram `name` with these other labels."""
         buckets: dict[float, float] = {}
