@@ -34,7 +34,8 @@ def test_header_names_are_the_documented_ones(constant, name):
 def test_reasons_are_the_documented_ones():
     # The service's reasons are the `reason` label values of email_dead_letters_total.
     assert [r.value for r in DeadLetterReason] == [
-        "undecodable", "invalid_event", "unsupported_schema", "smtp_rejected", "retries_exhausted"]
+        "undecodable", "invalid_event", "unsupported_schema", "smtp_rejected", "retries_exhausted",
+        "deadline_exceeded"]
     assert [r.value for r in BrokerDeadLetterReason] == ["delivery_limit", "rejected"]
     assert [r.value for r in PublishFailure] == ["broker_unavailable", "unroutable", "nacked", "confirm_timeout"]
 

@@ -44,7 +44,7 @@ async def test_signup_to_mailbox(producer_factory, email_service_factory, smtp_s
 
 async def test_transient_4xx_is_retried_through_the_delay_queues_and_delivered_once(email_service_factory, smtp_server,
                                                                                      vhost):
-    smtp_server.defer_next(2, "451 4.3.0 greylisted, try again later")
+    smtp_server.defer_next(2, "451 4.3.0 temporary local problem")
     async with email_service_factory() as consumer:
         await publish_raw(vhost.url, [event_body()])
         await eventually(lambda: smtp_server.count() == 1, timeout=15, what="delivery after two deferrals")
@@ -72,7 +72,7 @@ async def test_permanent_5xx_is_dead_lettered_at_once_with_its_reason(email_serv
 
 
 async def test_retries_exhausted_are_dead_lettered_with_the_attempt_count(email_service_factory, smtp_server, vhost):
-    smtp_server.defer_next(1000, "421 4.7.0 too busy")
+    smtp_server.defer_next(1000, "451 4.3.0 temporary local problem")
     async with email_service_factory(MAX_ATTEMPTS="3", RETRY_DELAYS="0.2,0.3") as consumer:
         await publish_raw(vhost.url, [event_body()])
         await eventually(lambda: consumer.count("dead_lettered") == 1, timeout=15, what="the dead letter")
@@ -80,8 +80,33 @@ async def test_retries_exhausted_are_dead_lettered_with_the_attempt_count(email_
     [dead] = await read_queue(vhost.url, DLQ)
     assert dead.headers[REASON_HEADER] == "retries_exhausted"
     assert dead.headers[ATTEMPTS_MADE_HEADER] == 3
-    assert "421" in dead.headers[LAST_ERROR_HEADER]
+    assert "451" in dead.headers[LAST_ERROR_HEADER]
     assert smtp_server.count() == 0 and smtp_server.deferred == 3
+
+
+async def test_throttling_replies_defer_the_mail_without_using_up_attempts(email_service_factory, smtp_server, vhost):
+    # more throttling replies than MAX_ATTEMPTS: none of them counts as an attempt
+    smtp_server.defer_next(5, "454 4.7.0 Throttling failure: Maximum sending rate exceeded.")
+    async with email_service_factory(MAX_ATTEMPTS="2") as consumer:
+        await publish_raw(vhost.url, [event_body()])
+        await eventually(lambda: smtp_server.count() == 1, timeout=20, what="delivery after five throttling replies")
+        await eventually(lambda: consumer.count("sent") == 1, what="the sent metric")
+        assert consumer.count("deferred") >= 5 and consumer.count("retried") == 0  # more: held back by the pace
+        assert consumer.metrics.smtp_throttled.labels("data")._value.get() == 5
+    assert await read_queue(vhost.url, DLQ) == []
+
+
+async def test_mail_throttled_past_the_deadline_is_dead_lettered_as_deadline_exceeded(email_service_factory,
+                                                                                        smtp_server, vhost):
+    smtp_server.defer_next(10_000, "421 4.7.0 Try again later, closing connection.")
+    async with email_service_factory(RETRY_DELAYS="0.2", DELIVERY_DEADLINE_SECONDS="1") as consumer:
+        await publish_raw(vhost.url, [event_body()])
+        await eventually(lambda: consumer.count("dead_lettered") == 1, timeout=15, what="the dead letter")
+        assert consumer.count("deferred") >= 2 and consumer.count("retried") == 0
+    [dead] = await read_queue(vhost.url, DLQ)
+    assert dead.headers[REASON_HEADER] == "deadline_exceeded"
+    assert dead.headers[ATTEMPTS_MADE_HEADER] == 1
+    assert "421" in dead.headers[LAST_ERROR_HEADER] and dead.headers["x-deferred-since"].endswith("Z")
 
 
 POISON = {

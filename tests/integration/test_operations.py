@@ -36,7 +36,7 @@ def cli(vhost_url: str, *args: str, timeout: float = 60) -> subprocess.Completed
 
 async def make_dead_letters(email_service_factory, smtp_server, vhost, rejected: int = 3, exhausted: int = 2,
                             poison: int = 2) -> dict[str, list[str]]:
-    """Real failures: 550 for some recipients, 421 until retries run out for others, and undecodable bodies."""
+    """Real failures: 550 for some recipients, 451 until retries run out for others, and undecodable bodies."""
     ids: dict[str, list[str]] = {"smtp_rejected": [], "retries_exhausted": [], "undecodable": []}
     bodies = []
     for i in range(rejected):
@@ -52,7 +52,7 @@ async def make_dead_letters(email_service_factory, smtp_server, vhost, rejected:
             ids["undecodable"].append(event_id)
             await publish_raw(vhost.url, [b"\xff not json"], message_id=event_id)
         await eventually(lambda: consumer.count("dead_lettered") == rejected + poison, what="first dead letters")
-        smtp_server.defer_next(2 * exhausted, "421 4.3.2 service not available")
+        smtp_server.defer_next(2 * exhausted, "451 4.3.0 temporary local problem")
         for i in range(exhausted):
             event_id = str(uuid.uuid4())
             ids["retries_exhausted"].append(event_id)
@@ -74,7 +74,7 @@ async def test_list_shows_dead_letters_without_removing_or_reordering(email_serv
     assert summary == {"total": 7, "by_reason": {"retries_exhausted": 2, "smtp_rejected": 3, "undecodable": 2}}
     assert [entry["event_id"] for entry in letters if entry["reason"] == "smtp_rejected"] == ids["smtp_rejected"]
     exhausted = [entry for entry in letters if entry["reason"] == "retries_exhausted"]
-    assert all(e["attempts"] == 2 and "421" in e["last_error"] and e["dead_lettered_at"] for e in exhausted)
+    assert all(e["attempts"] == 2 and "451" in e["last_error"] and e["dead_lettered_at"] for e in exhausted)
     assert await ready_count(vhost.url, DLQ) == 7
     filtered = cli(vhost.url, "list", "--reason", "undecodable", "--limit", "1")
     assert filtered.returncode == 0

@@ -23,6 +23,22 @@ def parse_delays(name: str, raw: str) -> tuple[float, ...]:
     return delays
 
 
+def _renamed(e: Env, name: str, old_name: str) -> str:
+    """The variable to read: `name`, or its former name `old_name` when only that one is set."""
+    if e.raw(name) is None and e.raw(old_name) is not None:
+        return old_name
+    if e.raw(name) is not None and e.raw(old_name) is not None and e.raw(name) != e.raw(old_name):
+        raise ConfigError(f"{name} and its former name {old_name} are both set, to different values: set {name} only")
+    return name
+
+
+def _optional_number(e: Env, name: str, kind: type[int] | type[float], low: float, high: float) -> float | None:
+    """An optional bounded number: None when unset. A budget of 0 or less is refused, never read as "off"."""
+    if e.raw(name) is None:
+        return None
+    return e.integer(name, 0, int(low), int(high)) if kind is int else e.number(name, 0.0, low, high)
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SECURITY_MODES = ("none", "starttls", "tls")
 DEDUP_FAIL_MODES = ("closed", "open")
@@ -50,10 +66,25 @@ class Settings:
     shutdown_timeout: float = 20.0
     reconnect_max_delay: float = 5.0
     log_level: str = "INFO"
-    dedup_url: Secret | None = None
+    redis_url: Secret | None = None
+    redis_key_prefix: str = "welcome-mail:"
+    dedup_enabled: bool = True
     dedup_ttl_seconds: int = 7 * 24 * 3600
     dedup_fail_mode: str = "closed"
-    dedup_key_prefix: str = "welcome-mail:"
+    # Provider limits (throttle.py, budget.py): None = no deployment-wide budget.
+    send_rate_limit: float | None = None
+    smtp_max_connections: int | None = None
+    throttle_delay: float = 2.0
+    delivery_deadline: float = 2 * 24 * 3600.0
+
+    @property
+    def dedup_url(self) -> Secret | None:
+        """The Redis that remembers delivered events, or None when duplicate suppression is off."""
+        return self.redis_url if self.dedup_enabled else None
+
+    @property
+    def has_send_budget(self) -> bool:
+        return self.send_rate_limit is not None or self.smtp_max_connections is not None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -70,6 +101,19 @@ class Settings:
             raise ConfigError("MAIL_FROM must be an ASCII address such as 'Acme <no-reply@acme.test>', "
                               f"got {mail_from!r}")
         concurrency = e.integer("CONCURRENCY", 16, 1, 1000)
+        retry_delays = parse_delays("RETRY_DELAYS", e.text("RETRY_DELAYS", "1,5,30,120,600"))
+        redis_url = e.optional_url(_renamed(e, "REDIS_URL", "DEDUP_URL"), ("redis", "rediss"), "redis://host:6379/0")
+        send_rate_limit = _optional_number(e, "SEND_RATE_LIMIT", float, 0.01, 100_000.0)
+        max_connections = _optional_number(e, "SMTP_MAX_CONNECTIONS", int, 1, 10_000)
+        smtp_max_connections = None if max_connections is None else int(max_connections)
+        for name, value in (("SEND_RATE_LIMIT", send_rate_limit), ("SMTP_MAX_CONNECTIONS", smtp_max_connections)):
+            if value is not None and redis_url is None:
+                raise ConfigError(f"{name} is a budget for the whole deployment and needs REDIS_URL (the Redis that "
+                                  "all replicas share)")
+        deadline = e.number("DELIVERY_DEADLINE_SECONDS", 2 * 24 * 3600.0, 1, 30 * 24 * 3600)
+        if deadline < max(retry_delays):
+            raise ConfigError(f"DELIVERY_DEADLINE_SECONDS ({deadline:g}) must not be shorter than the longest "
+                              f"retry tier in RETRY_DELAYS ({max(retry_delays):g})")
         return cls(
             amqp_url=e.url("AMQP_URL", "amqp://guest:guest@localhost:5672/", ("amqp", "amqps"),
                            "amqp://user:password@host:5672/vhost"),
@@ -89,12 +133,17 @@ class Settings:
             metrics_port=e.integer("METRICS_PORT", 9100, 1, 65535),
             concurrency=concurrency,
             max_attempts=e.integer("MAX_ATTEMPTS", 5, 1, 100),
-            retry_delays=parse_delays("RETRY_DELAYS", e.text("RETRY_DELAYS", "1,5,30,120,600")),
+            retry_delays=retry_delays,
             shutdown_timeout=e.number("SHUTDOWN_TIMEOUT_SECONDS", 20.0, 0, 3600),
             reconnect_max_delay=e.number("RECONNECT_MAX_DELAY_SECONDS", 5.0, 0.1, 300),
             log_level=e.choice("LOG_LEVEL", "info", LOG_LEVELS).upper(),
-            dedup_url=e.optional_url("DEDUP_URL", ("redis", "rediss"), "redis://host:6379/0"),
+            redis_url=redis_url,
+            redis_key_prefix=e.text(_renamed(e, "REDIS_KEY_PREFIX", "DEDUP_KEY_PREFIX"), "welcome-mail:"),
+            dedup_enabled=e.boolean("DEDUP_ENABLED", True),
             dedup_ttl_seconds=e.integer("DEDUP_TTL_SECONDS", 7 * 24 * 3600, 60, 365 * 24 * 3600),
             dedup_fail_mode=e.choice("DEDUP_FAIL_MODE", "closed", DEDUP_FAIL_MODES),
-            dedup_key_prefix=e.text("DEDUP_KEY_PREFIX", "welcome-mail:"),
+            send_rate_limit=send_rate_limit,
+            smtp_max_connections=smtp_max_connections,
+            throttle_delay=e.number("THROTTLE_DELAY_SECONDS", 2.0, 0.1, 300),
+            delivery_deadline=deadline,
         )

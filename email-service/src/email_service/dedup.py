@@ -48,7 +48,7 @@ class DeliveryLedger:
                                       retry_on_timeout=False)
         # The claim must outlive one whole SMTP exchange (several commands, each up to the timeout).
         return cls(client, ttl_seconds=settings.dedup_ttl_seconds, claim_seconds=int(settings.smtp_timeout * 4) + 10,
-                   fail_open=settings.dedup_fail_mode == "open", prefix=settings.dedup_key_prefix)
+                   fail_open=settings.dedup_fail_mode == "open", prefix=settings.redis_key_prefix)
 
     def _keys(self, event_id: str) -> tuple[str, str]:
         return f"{self.prefix}delivered:{event_id}", f"{self.prefix}inflight:{event_id}"

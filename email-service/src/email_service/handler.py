@@ -1,8 +1,11 @@
 """What happens to one message: send the welcome email, or retry it later, or dead-letter it with the reason.
 
-The message is acked only after the SMTP server accepted the mail, or after its retry or dead-letter copy was
-confirmed by the broker. If that publish fails (the channel died) the message is left unacked: RabbitMQ
+The message is acked only after the SMTP server accepted the mail, or after its retry, deferred or dead-letter copy
+was confirmed by the broker. If that publish fails (the channel died) the message is left unacked: RabbitMQ
 delivers it again. Nothing here ever requeues a message directly.
+
+A throttled mail is deferred: its copy goes to the deferral queue with the attempt number unchanged, and only the
+delivery deadline (counted from its first deferral) ends that with a dead letter.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, HeadersType
 
 from .dedup import Claim, DeliveryLedger
-from .errors import ClaimedElsewhere, PermanentError, TransientError, classify
+from .errors import ClaimedElsewhere, PermanentError, Throttled, TransientError, classify
 from .events import parse_event
 from .logs import correlation_id
 from .mailer import SmtpPool
 from .metrics import EmailMetrics
-from .retry import RetryPolicy, attempt_of
+from .retry import RetryPolicy, attempt_of, deferred_since
 from .templates import WelcomeEmail
 from .topology import DEAD_LETTER_QUEUE
 from .wire import (
@@ -32,6 +35,7 @@ from .wire import (
     ATTEMPTS_MADE_HEADER,
     CORRELATION_ID_HEADER,
     DEAD_LETTERED_AT_HEADER,
+    DEFERRED_SINCE_HEADER,
     LAST_ERROR_HEADER,
     REASON_HEADER,
     SUPERSEDED_HEADERS,
@@ -66,8 +70,8 @@ def wire_safe(value: object) -> object:
     return value
 
 
-def _now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _rfc3339(when: datetime) -> str:
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class MessageHandler:
@@ -100,13 +104,14 @@ class MessageHandler:
         mail = self.renderer.render(event)
         started = time.perf_counter()
         try:
-            await self.pool.send(mail)
+            waited = await self.pool.send(mail)
         except BaseException:
             if self.dedup is not None:
                 await self.dedup.release(event.event_id)
             raise
         finally:  # failed exchanges count too: a slow or timing-out server must show on the SMTP latency panel
             self.metrics.send_seconds.observe(time.perf_counter() - started)
+        self.metrics.budget_wait_seconds.observe(waited)
         if self.dedup is not None:
             await self.dedup.record_delivered(event.event_id)
         self.metrics.end_to_end_seconds.observe(max(0.0, time.time() - event.occurred_at.timestamp()))
@@ -137,6 +142,9 @@ class MessageHandler:
     async def _after_failure(self, message: AbstractIncomingMessage, exchange: AbstractExchange, attempt: int,
                              failure: PermanentError | TransientError) -> None:
         event_id = message.message_id
+        if isinstance(failure, Throttled):
+            await self._defer(message, exchange, attempt, failure)
+            return
         waiting = isinstance(failure, ClaimedElsewhere)  # not an attempt: the attempt count stays as it is
         if waiting or (isinstance(failure, TransientError) and self.policy.should_retry(attempt)):
             tier = self.policy.tier_for(attempt)
@@ -150,11 +158,32 @@ class MessageHandler:
                     "error": failure.message[:MAX_ERROR_LENGTH]})
             return
         reason = failure.reason if isinstance(failure, PermanentError) else DeadLetterReason.RETRIES_EXHAUSTED
-        extra = {
+        await self._dead_letter(message, exchange, attempt, reason, failure)
+
+    async def _defer(self, message: AbstractIncomingMessage, exchange: AbstractExchange, attempt: int,
+                     failure: Throttled) -> None:
+        """Throttled: try again after the deferral delay, the attempt not counted; past the deadline, dead-letter."""
+        now = datetime.now(timezone.utc)
+        since = deferred_since(message.headers) or now
+        if self.policy.deadline_passed(since, now):
+            await self._dead_letter(message, exchange, attempt, DeadLetterReason.DEADLINE_EXCEEDED, failure)
+            return
+        extra: dict[str, object] = {ATTEMPT_NUMBER_HEADER: attempt, DEFERRED_SINCE_HEADER: _rfc3339(since),
+                                    LAST_ERROR_HEADER: failure.message[:MAX_ERROR_LENGTH]}
+        if await self._republish(message, exchange, self.policy.defer_queue, extra):
+            self.metrics.messages.labels("deferred").inc()
+            log.info("throttled, mail deferred", extra={
+                "event_id": message.message_id, "attempt": attempt, "outcome": "deferred",
+                "stage": failure.stage.value if failure.stage else "budget", "error": failure.message[:200]})
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, exchange: AbstractExchange, attempt: int,
+                           reason: DeadLetterReason, failure: PermanentError | TransientError) -> None:
+        event_id = message.message_id
+        extra: dict[str, object] = {
             REASON_HEADER: reason.value,
             LAST_ERROR_HEADER: failure.message[:MAX_ERROR_LENGTH],
             ATTEMPTS_MADE_HEADER: attempt,
-            DEAD_LETTERED_AT_HEADER: _now_rfc3339(),
+            DEAD_LETTERED_AT_HEADER: _rfc3339(datetime.now(timezone.utc)),
         }
         if await self._republish(message, exchange, DEAD_LETTER_QUEUE, extra):
             self.metrics.messages.labels("dead_lettered").inc()

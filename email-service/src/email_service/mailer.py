@@ -3,6 +3,12 @@
 Opening a connection (and TLS, and AUTH) per mail costs more than the mail itself, so connections are kept and
 reused. A connection that failed in any way is closed and dropped, never reused; the pool opens a fresh one.
 A reused connection the server had quietly closed (idle timeout) gets one immediate second try on a new one.
+
+Every send first takes a slot of this process's SendGovernor (how many exchanges at once, how fast: it slows down
+when the provider throttles) and a moment of the deployment-wide SendBudget (when one is configured); a new
+connection also needs a connection lease of the budget. All that waiting is bounded by MAX_WAIT_SECONDS: beyond
+it the send raises Throttled and the mail waits in RabbitMQ (deferred), not here. Idle connections above the
+governor's limit or the budget's connection share are closed, so a lowered limit frees the provider's slots.
 """
 
 from __future__ import annotations
@@ -13,22 +19,32 @@ import logging
 
 import aiosmtplib
 
+from .budget import SendBudget
 from .config import Settings
+from .errors import Stage, Throttled, classify
 from .metrics import EmailMetrics
 from .templates import RenderedEmail
+from .throttle import SendGovernor
+
+MAX_WAIT_SECONDS = 3.0  # the longest a mail waits in this process for a slot, the budget or a connection
+CONNECTION_POLL_SECONDS = 0.05  # how often a send without a connection lease asks again (within MAX_WAIT_SECONDS)
 
 log = logging.getLogger("email_service.mailer")
 
 
 class SmtpPool:
-    def __init__(self, settings: Settings, metrics: EmailMetrics) -> None:
+    def __init__(self, settings: Settings, metrics: EmailMetrics, budget: SendBudget | None = None) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._size = settings.smtp_pool_size
-        self._slots = asyncio.Semaphore(self._size)
-        self._idle: list[aiosmtplib.SMTP] = []
+        self.governor = SendGovernor(self._size, on_change=self._governor_changed)
+        self.budget = budget
+        self._idle: list[tuple[aiosmtplib.SMTP, str | None]] = []
+        self._returned = asyncio.Event()
         self.open_connections = 0
         self.in_use = 0
         metrics.smtp_pool_size.set(self._size)
+        metrics.smtp_concurrency_limit.set(self._size)
         # Read when scraped, so sending a mail costs no metric updates.
         metrics.smtp_connections_open.set_function(lambda: self.open_connections)
         metrics.smtp_connections_in_use.set_function(lambda: self.in_use)
@@ -47,54 +63,135 @@ class SmtpPool:
             timeout=s.smtp_timeout,
         )
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self, lease: str | None) -> aiosmtplib.SMTP:
         client = self._client()
-        await client.connect()
+        others_open = self.open_connections > 0
+        try:
+            await client.connect()
+        except (ConnectionRefusedError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError) as exc:
+            await self._release_lease(lease)
+            if others_open and not isinstance(exc, aiosmtplib.SMTPResponseException | TimeoutError):
+                # refused or closed at the greeting while our other connections work: a connection limit
+                raise Throttled(f"connection refused at the greeting: {exc.__class__.__name__}",
+                                Stage.CONNECT) from exc
+            raise
+        except BaseException:
+            await self._release_lease(lease)
+            raise
         self.open_connections += 1
         return client
 
-    async def _discard(self, client: aiosmtplib.SMTP) -> None:
+    async def _discard(self, client: aiosmtplib.SMTP, lease: str | None) -> None:
         self.open_connections -= 1
         with contextlib.suppress(Exception):
             client.close()
+        await self._release_lease(lease)
 
-    async def send(self, mail: RenderedEmail) -> None:
-        """Send one mail. Raises what aiosmtplib raised."""
-        async with self._slots:
+    async def _release_lease(self, lease: str | None) -> None:
+        if lease is not None and self.budget is not None:
+            await self.budget.release_connection(lease)
+
+    async def send(self, mail: RenderedEmail) -> float:
+        """Send one mail; returns the seconds it waited for a slot, the budget or a connection. Raises what
+        aiosmtplib raised, or Throttled when that wait would exceed MAX_WAIT_SECONDS."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MAX_WAIT_SECONDS
+        async with self.governor.slot(MAX_WAIT_SECONDS):
+            if self.budget is not None:
+                wait = await self.budget.reserve(max(0.0, deadline - loop.time()))
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            waited = MAX_WAIT_SECONDS - (deadline - loop.time())
             self.in_use += 1
             try:
-                await self._send_on_pooled(mail)
+                await self._send_on_pooled(mail, deadline)
+            except Exception as exc:
+                failure = classify(exc)
+                if isinstance(failure, Throttled) and failure.stage is not None:
+                    self.governor.throttled(failure.stage)
+                    self._metrics.smtp_throttled.labels(failure.stage.value).inc()
+                raise
             finally:
                 self.in_use -= 1
+            self.governor.accepted()
+        return waited
 
-    async def _send_on_pooled(self, mail: RenderedEmail) -> None:
+    async def _send_on_pooled(self, mail: RenderedEmail, deadline: float) -> None:
         while self._idle:
-            client = self._idle.pop()
+            client, lease = self._idle.pop()
             if not client.is_connected:
-                await self._discard(client)
+                await self._discard(client, lease)
                 continue
             try:
                 await client.sendmail(mail.sender, [mail.recipient], mail.data)
             except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
                 # The server closed an idle connection; try once more on a fresh one below.
-                await self._discard(client)
+                await self._discard(client, lease)
                 break
             except BaseException:
-                await self._discard(client)
+                await self._discard(client, lease)
                 raise
-            self._idle.append(client)
+            await self._put_back(client, lease)
             return
-        client = await self._connect()
+        lease = await self._lease(deadline)
+        if lease is _REUSED:
+            return await self._send_on_pooled(mail, deadline)
+        client = await self._connect(lease)
         try:
             await client.sendmail(mail.sender, [mail.recipient], mail.data)
         except BaseException:
-            await self._discard(client)
+            await self._discard(client, lease)
             raise
-        self._idle.append(client)
+        await self._put_back(client, lease)
+
+    async def _lease(self, deadline: float) -> str | None:
+        """A connection lease of the budget (None without a budget), or _REUSED when an idle connection came back
+        while waiting for one. Raises Throttled at the deadline."""
+        if self.budget is None:
+            return None
+        loop = asyncio.get_running_loop()
+        while (lease := await self.budget.lease_connection()) is None:
+            if self._idle:
+                return _REUSED
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise Throttled(f"no SMTP connection slot free within {MAX_WAIT_SECONDS:g}s "
+                                f"(deployment cap {self.budget.connections})", None)
+            self._returned.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._returned.wait(), min(remaining, CONNECTION_POLL_SECONDS))
+        return lease
+
+    async def _put_back(self, client: aiosmtplib.SMTP, lease: str | None) -> None:
+        """Keep the connection for the next mail, unless this process holds more than it may."""
+        share = self.budget.connection_share if self.budget is not None else None
+        if self.open_connections > self.governor.limit or (share is not None and self.open_connections > share):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.quit(), timeout=2)
+            await self._discard(client, lease)
+            return
+        self._idle.append((client, lease))
+        self._returned.set()
+
+    def _governor_changed(self, governor: SendGovernor) -> None:
+        self._metrics.smtp_concurrency_limit.set(governor.limit)
+        if self._idle and self.open_connections > governor.limit:
+            asyncio.get_running_loop().create_task(self._trim())
+
+    async def _trim(self) -> None:
+        """Close idle connections above the governor's limit (a provider counts idle connections too)."""
+        while self._idle and self.open_connections > self.governor.limit:
+            client, lease = self._idle.pop(0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.quit(), timeout=2)
+            await self._discard(client, lease)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for client in idle:
+        for client, lease in idle:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.quit(), timeout=2)
-            await self._discard(client)
+            await self._discard(client, lease)
+
+
+_REUSED = "reused"  # _lease's answer when an idle connection came back while it waited

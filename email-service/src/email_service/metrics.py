@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from .errors import Stage
 from .wire import DeadLetterReason
 
 # No `_created` series: one more series per counter and histogram that no dashboard or alert uses.
 disable_created_metrics()
 
-OUTCOMES = ("sent", "retried", "dead_lettered", "duplicate")
+OUTCOMES = ("sent", "retried", "deferred", "dead_lettered", "duplicate")
+BUDGET_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0)
 SEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # End to end includes time queued and time waiting in retry tiers: milliseconds up to hours.
 END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
@@ -36,6 +38,24 @@ class EmailMetrics:
                                            registry=registry)
         self.smtp_connections_in_use = Gauge("email_smtp_connections_in_use", "SMTP connections sending right now.",
                                              registry=registry)
+        # Provider limits (throttle.py, budget.py)
+        self.smtp_throttled = Counter("email_smtp_throttled", "Throttling replies of the SMTP server, by stage.",
+                                      ["stage"], registry=registry)
+        self.smtp_concurrency_limit = Gauge(
+            "email_smtp_concurrency_limit", "SMTP exchanges this process runs at once now (lowered on throttling).",
+            registry=registry)
+        self.budget_wait_seconds = Histogram(
+            "email_send_budget_wait_seconds", "Time a mail waited in this process for a slot, the send budget "
+            "or a connection.", buckets=BUDGET_WAIT_BUCKETS, registry=registry)
+        self.budget_rate = Gauge("email_send_budget_rate", "Configured SEND_RATE_LIMIT, mails per second for the "
+                                 "whole deployment (0: none).", registry=registry)
+        self.budget_connections = Gauge("email_send_budget_connections", "Configured SMTP_MAX_CONNECTIONS for the "
+                                        "whole deployment (0: none).", registry=registry)
+        self.budget_shared = Gauge("email_send_budget_shared", "1 while the send budget is shared through Redis, "
+                                   "0 while this process goes on with its own share (Redis unreachable).",
+                                   registry=registry)
+        for stage in Stage:
+            self.smtp_throttled.labels(stage.value)
         for outcome in OUTCOMES:
             self.messages.labels(outcome)
         for reason in DeadLetterReason:

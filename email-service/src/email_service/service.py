@@ -8,6 +8,7 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
+from .budget import SendBudget
 from .config import Settings
 from .consumer import EmailConsumer
 from .dedup import DeliveryLedger
@@ -27,8 +28,10 @@ class EmailService:
                  dedup: DeliveryLedger | None = None) -> None:
         self.settings = settings
         self.metrics = EmailMetrics(registry or CollectorRegistry())
-        self.policy = RetryPolicy(max_attempts=settings.max_attempts, delays=settings.retry_delays)
-        self.pool = SmtpPool(settings, self.metrics)
+        self.policy = RetryPolicy(max_attempts=settings.max_attempts, delays=settings.retry_delays,
+                                  defer_delay=settings.throttle_delay, deadline_seconds=settings.delivery_deadline)
+        self.budget = _send_budget(settings, self.metrics)
+        self.pool = SmtpPool(settings, self.metrics, self.budget)
         self.handler = MessageHandler(WelcomeEmail(settings.mail_from, settings.product_name), self.pool,
                                       self.policy, self.metrics, dedup=dedup)
         self.consumer = EmailConsumer(settings, self.handler, self.policy, self.metrics)
@@ -39,6 +42,8 @@ class EmailService:
 
     async def start(self) -> None:
         await self.health.start()
+        if self.budget is not None:
+            await self.budget.start()
         log.info("starting", extra={
             "amqp": redact_url(self.settings.amqp_url.value),
             "smtp": f"{self.settings.smtp_host}:{self.settings.smtp_port}",
@@ -56,7 +61,22 @@ class EmailService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.pool.close()
+        if self.budget is not None:
+            await self.budget.close()
         if self.handler.dedup is not None:
             await self.handler.dedup.close()
         await self.health.stop()
         log.info("stopped")
+
+
+def _send_budget(settings: Settings, metrics: EmailMetrics) -> SendBudget | None:
+    """The deployment-wide budget when one is configured (config.py makes sure REDIS_URL is set then)."""
+    metrics.budget_rate.set(settings.send_rate_limit or 0)
+    metrics.budget_connections.set(settings.smtp_max_connections or 0)
+    if not settings.has_send_budget or settings.redis_url is None:
+        metrics.budget_shared.set(0)
+        return None
+    budget = SendBudget.from_url(settings.redis_url.value, rate=settings.send_rate_limit,
+                                 connections=settings.smtp_max_connections, prefix=settings.redis_key_prefix)
+    metrics.budget_shared.set_function(lambda: 1 if budget.shared else 0)
+    return budget

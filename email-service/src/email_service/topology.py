@@ -4,6 +4,7 @@
         ^                                              |  transient failure: publish to a delay tier
         |                                              v
         +--- TTL expires, dead-lettered back ---- email.welcome.retry.<delay> (quorum, x-message-ttl)
+        +--- TTL expires, dead-lettered back ---- email.welcome.deferred.<delay> (throttled: the same, one tier)
     permanent failure / retries exhausted / delivery limit --> email.welcome.dlq (quorum)
 
 All queues are quorum queues (replicated on a cluster) and dead-letter at-least-once, so a message moving
@@ -42,7 +43,7 @@ async def declare(channel: AbstractChannel, policy: RetryPolicy) -> AbstractQueu
     """Declare exchange, work queue, delay tiers and DLQ; return the work queue."""
     exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
     await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
-    for name, delay in policy.tier_queues:
+    for name, delay in [*policy.tier_queues, (policy.defer_queue, policy.defer_delay)]:
         await channel.declare_queue(name, durable=True, arguments=tier_arguments(delay, policy.queue))
     queue = await channel.declare_queue(policy.queue, durable=True, arguments=work_queue_arguments())
     await queue.bind(exchange, ROUTING_KEY)

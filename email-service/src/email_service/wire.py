@@ -6,6 +6,8 @@ version may wait in a queue for days: a header is renamed only with its old name
 
     a delivery        x-correlation-id (from the producer), x-attempt-number (absent on the first delivery)
     a retry copy      the same, x-attempt-number + 1, x-last-error
+    a deferred copy   the same, x-attempt-number unchanged, x-last-error, x-deferred-since (kept from the first
+                      deferral; the delivery deadline counts from it)
     a dead letter     x-dead-letter-reason, x-last-error, x-attempts (attempts made), x-dead-lettered-at
                       or, dead-lettered by RabbitMQ itself, x-first-death-reason and the other x-death headers
     a replayed copy   x-replay-count; the retry and dead-letter headers above are removed
@@ -24,6 +26,9 @@ ATTEMPT_NUMBER_HEADER = "x-attempt-number"
 # version still carry it, so it is read when ATTEMPT_NUMBER_HEADER is absent, and removed from every new copy.
 LEGACY_ATTEMPT_NUMBER_HEADER = "x-attempt"
 LAST_ERROR_HEADER = "x-last-error"  # the failure of the last attempt, on retry copies and dead letters
+# RFC 3339 (UTC, milliseconds): when the provider first throttled this mail; set on the first deferred copy, kept on
+# later ones (deferred or retried) and removed on replay.
+DEFERRED_SINCE_HEADER = "x-deferred-since"
 
 REASON_HEADER = "x-dead-letter-reason"  # a DeadLetterReason value
 ATTEMPTS_MADE_HEADER = "x-attempts"  # on a dead letter: how many attempts were made
@@ -39,7 +44,7 @@ BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", FI
 SUPERSEDED_HEADERS = (LEGACY_ATTEMPT_NUMBER_HEADER,)
 # What a replayed message starts without: it is a new first delivery.
 CLEARED_ON_REPLAY = (REASON_HEADER, LAST_ERROR_HEADER, ATTEMPTS_MADE_HEADER, DEAD_LETTERED_AT_HEADER,
-                     ATTEMPT_NUMBER_HEADER, LEGACY_ATTEMPT_NUMBER_HEADER, *BROKER_HEADERS)
+                     DEFERRED_SINCE_HEADER, ATTEMPT_NUMBER_HEADER, LEGACY_ATTEMPT_NUMBER_HEADER, *BROKER_HEADERS)
 
 
 class DeadLetterReason(enum.StrEnum):
@@ -50,6 +55,7 @@ class DeadLetterReason(enum.StrEnum):
     UNSUPPORTED_SCHEMA = "unsupported_schema"  # an event type or schema_version this service does not know
     SMTP_REJECTED = "smtp_rejected"  # the SMTP server refused the mail for good (5xx)
     RETRIES_EXHAUSTED = "retries_exhausted"  # transient failures until MAX_ATTEMPTS
+    DEADLINE_EXCEEDED = "deadline_exceeded"  # throttled (deferred) for longer than DELIVERY_DEADLINE_SECONDS
 
 
 class BrokerDeadLetterReason(enum.StrEnum):
