@@ -26,7 +26,7 @@ import aio_pika
 from email_service.retry import RetryPolicy
 from email_service.topology import DEAD_LETTER_QUEUE, WORK_QUEUE
 from tests.support.amqp import read_dead_letters
-from tests.support.broker import VHost, rabbitmqctl
+from tests.support.broker import VHost
 from tests.support.env import email_env, producer_env
 from tests.support.fleet import ConsumerFleet
 from tests.support.load import SignupLoad
@@ -39,7 +39,6 @@ from tests.support.waits import eventually
 
 from .outcome import Outcome
 
-OWNS_BROKER = os.environ.get("RELIABILITY_OWNS_BROKER", "") == "1"  # may restart the broker at AMQP_URL
 SEED = int(os.environ.get("RELIABILITY_SEED", "20261128"))  # of every random choice of the suite
 RETRY_DELAYS = "0.5,1,2,4,8"
 MAX_ATTEMPTS = 8  # retry window 0.5+1+2+4+8+8+8 = 31.5 s: longer than any SMTP outage the scenarios make
@@ -182,7 +181,7 @@ class ReliabilityRun:
 
     def _messages_in_queues(self) -> dict[str, int]:
         """Ready + unacknowledged per queue, from the broker itself (slow: only to confirm)."""
-        out = rabbitmqctl("list_queues", "-p", self.vhost.name, "name", "messages", "--no-table-headers", "--quiet")
+        out = self.vhost.ctl("list_queues", "-p", self.vhost.name, "name", "messages", "--no-table-headers", "--quiet")
         return {name: int(count) for name, count in (line.split("\t") for line in out.strip().splitlines() if line)}
 
     async def drained(self) -> None:
