@@ -168,7 +168,7 @@ def test_runs_in_a_thread_of_its_own_for_code_without_a_loop() -> None:
 async def test_amqp_heartbeat_notices_a_keep_dead_blackout_and_a_new_connection_works(vhost: VHost) -> None:
     broker = urlsplit(vhost.url)
     async with FaultProxy(broker.port or 5672, upstream_host=broker.hostname or "localhost") as proxy:
-        url = vhost.url.replace(f"@{broker.hostname}:{broker.port}", f"@{proxy.address}")
+        url = proxy.url_for(vhost.url)
         connection = await aio_pika.connect(f"{url}?heartbeat=1")
         closed = asyncio.Event()
         connection.close_callbacks.add(lambda *args: closed.set())

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 
@@ -28,6 +29,7 @@ from email_service.topology import DEAD_LETTER_QUEUE, WORK_QUEUE
 from tests.support.amqp import read_dead_letters
 from tests.support.broker import VHost
 from tests.support.env import email_env, producer_env
+from tests.support.fault_proxy import FaultProxy
 from tests.support.fleet import ConsumerFleet
 from tests.support.load import SignupLoad
 from tests.support.ports import free_port
@@ -42,6 +44,7 @@ from .outcome import Outcome
 SEED = int(os.environ.get("RELIABILITY_SEED", "20261128"))  # of every random choice of the suite
 RETRY_DELAYS = "0.5,1,2,4,8"
 MAX_ATTEMPTS = 8  # retry window 0.5+1+2+4+8+8+8 = 31.5 s: longer than any SMTP outage the scenarios make
+PUBLISH_TIMEOUT_SECONDS = 5
 SMTP_TIMEOUT_SECONDS = 2  # with dedup on, a claim left by a killed process lasts 4 x this + 10 s
 SHUTDOWN_TIMEOUT_SECONDS = 10
 
@@ -59,6 +62,8 @@ class ScenarioConfig:
     smtp_delay: float = 0.0
     allowed_dead_letters: frozenset[str] = frozenset()
     drain_timeout: float = 120.0
+    broker_proxy: bool = False  # the producer's and consumer #0's broker links through a FaultProxy (run.broker_proxy)
+    heartbeat: int = 2  # AMQP_HEARTBEAT_SECONDS of both services
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Chaos:
     counts: Counter[str] = field(default_factory=Counter)
     duplicate_bound: int = 0  # dedup off: messages that could be handled twice (in flight at a disruption)
     unrecorded_bound: int = 0  # dedup on: sends the SMTP server could accept without the sender recording them
+    timings: dict[str, float] = field(default_factory=dict)  # "<who> detected"/"<who> recovered": seconds
 
     def record(self, what: str, could_duplicate: int = 0, could_go_unrecorded: int = 0) -> None:
         self.counts[what] += 1
@@ -86,9 +92,14 @@ class ReliabilityRun:
         self.redis: PrivateRedis | None = None
         self.smtp = SmtpTestServer(free_port())
         self.policy = RetryPolicy(max_attempts=MAX_ATTEMPTS, delays=tuple(float(d) for d in RETRY_DELAYS.split(",")))
+        broker = urlsplit(vhost.url)
+        self.broker_proxy = FaultProxy(broker.port or 5672, upstream_host=broker.hostname or "127.0.0.1",
+                                       seed=self.rng.randrange(2**32)) if config.broker_proxy else None
+        self.proxied_url = self.broker_proxy.url_for(vhost.url) if self.broker_proxy else vhost.url
         self.producer_port = free_port()
         self.producer = producer_process(
-            producer_env(vhost.url, http_port=self.producer_port, LOG_LEVEL="WARNING", PUBLISH_TIMEOUT_SECONDS=5),
+            producer_env(self.proxied_url, http_port=self.producer_port, LOG_LEVEL="WARNING",
+                         PUBLISH_TIMEOUT_SECONDS=PUBLISH_TIMEOUT_SECONDS, AMQP_HEARTBEAT_SECONDS=config.heartbeat),
             workdir / "producer.log")
         self.load = SignupLoad(f"http://127.0.0.1:{self.producer_port}", count=config.signups, run_id=self.run_id,
                                rate=config.rate, max_attempts=config.client_attempts, seed=self.rng.randrange(2**32),
@@ -102,7 +113,8 @@ class ReliabilityRun:
                                                "DEDUP_KEY_PREFIX": f"wm-reliability-{self.run_id}:"}
         return email_env(self.vhost.url, self.smtp.port, SMTP_TIMEOUT_SECONDS=SMTP_TIMEOUT_SECONDS,
                          CONCURRENCY=self.config.concurrency, RETRY_DELAYS=RETRY_DELAYS, MAX_ATTEMPTS=MAX_ATTEMPTS,
-                         SHUTDOWN_TIMEOUT_SECONDS=SHUTDOWN_TIMEOUT_SECONDS, LOG_LEVEL="info", **dedup)
+                         SHUTDOWN_TIMEOUT_SECONDS=SHUTDOWN_TIMEOUT_SECONDS, LOG_LEVEL="info",
+                         AMQP_HEARTBEAT_SECONDS=self.config.heartbeat, **dedup)
 
     async def __aenter__(self) -> ReliabilityRun:
         self.started = time.monotonic()
@@ -111,8 +123,11 @@ class ReliabilityRun:
                 self.redis = await PrivateRedis(self.workdir).start()
             self.smtp.delay = self.config.smtp_delay
             self.smtp.start()
+            if self.broker_proxy is not None:
+                self.broker_proxy.start()
             self.fleet = ConsumerFleet(self.email_env(), self.config.consumers, self.workdir,
-                                       shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
+                                       shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+                                       slot_env={0: {"AMQP_URL": self.proxied_url}})
             for slot in range(self.config.consumers):
                 self.fleet.start(slot)
             self.producer.start()
@@ -132,6 +147,8 @@ class ReliabilityRun:
         if self.fleet is not None:
             self.fleet.cleanup()
         self.smtp.stop()
+        if self.broker_proxy is not None:
+            self.broker_proxy.stop()
         if self.redis is not None:
             self.redis.stop()
 
@@ -163,6 +180,8 @@ class ReliabilityRun:
     async def heal(self) -> None:
         """Undo what the chaos left behind: SMTP up and answering, every consumer slot running and ready."""
         self.smtp.fail_with(None)
+        if self.broker_proxy is not None:
+            self.broker_proxy.clear()
         if not self.smtp.running:
             self.smtp.start()
         assert self.fleet is not None
@@ -236,7 +255,8 @@ class ReliabilityRun:
             scenario=self.config.name, dedup=self.config.dedup, signups=self.load.signups, mails=self.smtp.by_event(),
             dead_letters=dead_letters, disruptions=self.chaos.counts,
             duplicate_bound=self.chaos.unrecorded_bound if self.config.dedup else self.chaos.duplicate_bound,
-            logs=ServiceLogs.read(self.fleet.logs), seconds=time.monotonic() - self.started)
+            logs=ServiceLogs.read(self.fleet.logs), seconds=time.monotonic() - self.started,
+            timings=dict(self.chaos.timings))
         self._write_post_mortem(outcome)
         if left:
             outcome.notes.append(f"{left} messages back in the queues after the final graceful stop")

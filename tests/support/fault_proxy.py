@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from tests.support.ports import free_port
 
@@ -105,6 +106,12 @@ class FaultProxy:
     def address(self) -> str:
         """host:port the clients connect to instead of the server's."""
         return f"127.0.0.1:{self.port}"
+
+    def url_for(self, url: str) -> str:
+        """`url` (amqp://user:pw@host:port/vhost, ...) with its host and port replaced by the proxy's."""
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        return urlunsplit(parts._replace(netloc=f"{credentials}@{self.address}" if credentials else self.address))
 
     @property
     def open_links(self) -> int:

@@ -54,6 +54,8 @@ class Settings:
     dedup_ttl_seconds: int = 7 * 24 * 3600
     dedup_fail_mode: str = "closed"
     dedup_key_prefix: str = "welcome-mail:"
+    # the broker link's liveness (network faults): heartbeat asked of RabbitMQ
+    amqp_heartbeat: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -97,4 +99,6 @@ class Settings:
             dedup_ttl_seconds=e.integer("DEDUP_TTL_SECONDS", 7 * 24 * 3600, 60, 365 * 24 * 3600),
             dedup_fail_mode=e.choice("DEDUP_FAIL_MODE", "closed", DEDUP_FAIL_MODES),
             dedup_key_prefix=e.text("DEDUP_KEY_PREFIX", "welcome-mail:"),
+            # the broker link's liveness (network faults)
+            amqp_heartbeat=e.integer("AMQP_HEARTBEAT_SECONDS", 5, 1, 300),
         )

@@ -1,0 +1,76 @@
+"""Reliability scenarios of the network, not of processes: a broker link that dies without a reset (blackholed),
+then heals. Each ends with the suite's invariant (every 202 is exactly one mail or one dead letter; nothing lost;
+duplicates within the bound) and reports how long each service took to notice the fault and to serve again.
+
+The links of the producer and of consumer #0 go through a FaultProxy (tests/support/fault_proxy.py); the other
+consumers reach the broker directly, so consumer #0's unacked messages must come back to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from tests.support.probes import http_ok
+from tests.support.report import FULL
+from tests.support.waits import eventually
+
+from .harness import PUBLISH_TIMEOUT_SECONDS, ReliabilityRun, ScenarioConfig
+from .invariant import check_invariant
+from .test_scenarios import CLIENT_CONCURRENCY, size
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.timeout(600 if FULL else 180)]
+
+BLACKOUT_SECONDS = size(15, 45)
+DETECT_WITHIN = 30  # seconds: both services must say "not ready" by then (the issue's bound)
+RECOVER_WITHIN = 30  # seconds after the heal: both serve again, without a restart
+
+
+async def went(who: str, run: ReliabilityRun, ready: Callable[[], Awaitable[bool]], up: bool, since: float,
+               timeout: float) -> None:
+    """Wait (bounded) until `ready()` is `up`; record the seconds since `since` as "<who> detected/recovered"."""
+
+    async def reached() -> bool:
+        return await ready() == up
+
+    await eventually(reached, timeout=timeout, interval=0.1,
+                     what=f"{who} {'ready again' if up else 'reporting not ready'} (logs in {run.workdir})")
+    run.chaos.timings[f"{who} {'recovered' if up else 'detected'}"] = time.monotonic() - since
+
+
+async def blackhole_broker_links(run: ReliabilityRun) -> None:
+    """The producer's and consumer #0's broker links blackholed for BLACKOUT_SECONDS; the links open then stay dead
+    after the heal (only new connections get through, as when the node behind a Service is gone)."""
+    proxy = run.broker_proxy
+    assert proxy is not None
+    probes = {"producer": lambda: http_ok(f"http://127.0.0.1:{run.producer_port}/readyz"),
+              "consumer #0": lambda: run.fleet.ready(0)}
+    await run.until_sent(0.2)
+    proxy.blackhole(keep_dead=True)
+    cut = time.monotonic()
+    # publishes in flight may be stored with their confirm lost (the client retries them); consumer #0's unacked
+    # messages are redelivered to the others, and those it had sent go out twice
+    run.chaos.record("broker links blackholed", could_duplicate=CLIENT_CONCURRENCY + run.config.concurrency)
+    await asyncio.gather(*(went(who, run, ready, False, cut, DETECT_WITHIN) for who, ready in probes.items()))
+    await asyncio.sleep(max(0.0, BLACKOUT_SECONDS - (time.monotonic() - cut)))  # the rest of the outage itself
+    proxy.heal()
+    healed = time.monotonic()
+    await asyncio.gather(*(went(who, run, ready, True, healed, RECOVER_WITHIN) for who, ready in probes.items()))
+
+
+async def test_broker_links_blackholed_then_healed(scenario, tmp_path):
+    config = ScenarioConfig("broker links blackholed", signups=size(300, 1500), rate=size(10, 25),
+                            broker_proxy=True, heartbeat=size(2, 5), client_attempts=40, smtp_delay=0.05,
+                            drain_timeout=180)
+    async with scenario(config) as run:
+        await run.drive(blackhole_broker_links)
+        outcome = await run.settle()
+    check_invariant(outcome, config, tmp_path)
+    assert outcome.responses_503 > 0, "the blackout never reached a signup"
+    # no request hangs: each got its answer (a 503 within PUBLISH_TIMEOUT_SECONDS) before the client's 15 s timeout
+    hung = sum(s.transport_errors for s in outcome.signups)
+    assert hung == 0, f"{hung} requests got no answer (PUBLISH_TIMEOUT_SECONDS={PUBLISH_TIMEOUT_SECONDS})"
