@@ -64,6 +64,7 @@ class ScenarioConfig:
     drain_timeout: float = 120.0
     broker_proxy: bool = False  # the producer's and consumer #0's broker links through a FaultProxy (run.broker_proxy)
     heartbeat: int = 2  # AMQP_HEARTBEAT_SECONDS of both services
+    smtp_proxy: bool = False  # every consumer's SMTP link through a FaultProxy (run.smtp_proxy)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Chaos:
     duplicate_bound: int = 0  # dedup off: messages that could be handled twice (in flight at a disruption)
     unrecorded_bound: int = 0  # dedup on: sends the SMTP server could accept without the sender recording them
     timings: dict[str, float] = field(default_factory=dict)  # "<who> detected"/"<who> recovered": seconds
+    figures: dict[str, str] = field(default_factory=dict)  # what else the scenario measured, for the table
 
     def record(self, what: str, could_duplicate: int = 0, could_go_unrecorded: int = 0) -> None:
         self.counts[what] += 1
@@ -96,6 +98,7 @@ class ReliabilityRun:
         self.broker_proxy = FaultProxy(broker.port or 5672, upstream_host=broker.hostname or "127.0.0.1",
                                        seed=self.rng.randrange(2**32)) if config.broker_proxy else None
         self.proxied_url = self.broker_proxy.url_for(vhost.url) if self.broker_proxy else vhost.url
+        self.smtp_proxy = FaultProxy(self.smtp.port, seed=self.rng.randrange(2**32)) if config.smtp_proxy else None
         self.producer_port = free_port()
         self.producer = producer_process(
             producer_env(self.proxied_url, http_port=self.producer_port, LOG_LEVEL="WARNING",
@@ -111,7 +114,8 @@ class ReliabilityRun:
     def email_env(self) -> dict[str, str]:
         dedup = {} if self.redis is None else {"DEDUP_URL": self.redis.url,
                                                "DEDUP_KEY_PREFIX": f"wm-reliability-{self.run_id}:"}
-        return email_env(self.vhost.url, self.smtp.port, SMTP_TIMEOUT_SECONDS=SMTP_TIMEOUT_SECONDS,
+        smtp_port = self.smtp_proxy.port if self.smtp_proxy else self.smtp.port
+        return email_env(self.vhost.url, smtp_port, SMTP_TIMEOUT_SECONDS=SMTP_TIMEOUT_SECONDS,
                          CONCURRENCY=self.config.concurrency, RETRY_DELAYS=RETRY_DELAYS, MAX_ATTEMPTS=MAX_ATTEMPTS,
                          SHUTDOWN_TIMEOUT_SECONDS=SHUTDOWN_TIMEOUT_SECONDS, LOG_LEVEL="info",
                          AMQP_HEARTBEAT_SECONDS=self.config.heartbeat, **dedup)
@@ -123,8 +127,9 @@ class ReliabilityRun:
                 self.redis = await PrivateRedis(self.workdir).start()
             self.smtp.delay = self.config.smtp_delay
             self.smtp.start()
-            if self.broker_proxy is not None:
-                self.broker_proxy.start()
+            for proxy in (self.broker_proxy, self.smtp_proxy):
+                if proxy is not None:
+                    proxy.start()
             self.fleet = ConsumerFleet(self.email_env(), self.config.consumers, self.workdir,
                                        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
                                        slot_env={0: {"AMQP_URL": self.proxied_url}})
@@ -147,8 +152,9 @@ class ReliabilityRun:
         if self.fleet is not None:
             self.fleet.cleanup()
         self.smtp.stop()
-        if self.broker_proxy is not None:
-            self.broker_proxy.stop()
+        for proxy in (self.broker_proxy, self.smtp_proxy):
+            if proxy is not None:
+                proxy.stop()
         if self.redis is not None:
             self.redis.stop()
 
@@ -180,8 +186,9 @@ class ReliabilityRun:
     async def heal(self) -> None:
         """Undo what the chaos left behind: SMTP up and answering, every consumer slot running and ready."""
         self.smtp.fail_with(None)
-        if self.broker_proxy is not None:
-            self.broker_proxy.clear()
+        for proxy in (self.broker_proxy, self.smtp_proxy):
+            if proxy is not None:
+                proxy.clear()
         if not self.smtp.running:
             self.smtp.start()
         assert self.fleet is not None
@@ -256,7 +263,7 @@ class ReliabilityRun:
             dead_letters=dead_letters, disruptions=self.chaos.counts,
             duplicate_bound=self.chaos.unrecorded_bound if self.config.dedup else self.chaos.duplicate_bound,
             logs=ServiceLogs.read(self.fleet.logs), seconds=time.monotonic() - self.started,
-            timings=dict(self.chaos.timings))
+            timings=dict(self.chaos.timings), figures=dict(self.chaos.figures))
         self._write_post_mortem(outcome)
         if left:
             outcome.notes.append(f"{left} messages back in the queues after the final graceful stop")

@@ -23,6 +23,7 @@ class Outcome:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # "<who> detected"/"<who> recovered": seconds
+    figures: dict[str, str] = field(default_factory=dict)  # what else a scenario measured, e.g. throughput
 
     def __post_init__(self) -> None:
         self.by_event: Counter[str] = Counter(self.mails)
@@ -109,6 +110,7 @@ class Outcome:
             "kills": str(kills),
             "disruptions": ", ".join(f"{k} {v}" for k, v in sorted(self.disruptions.items()) if k != "sigkill") or "-",
             "detected / recovered s": self._timings_cell(),
+            "figures": ", ".join(f"{k} {v}" for k, v in self.figures.items()) or "-",
             "seconds": f"{self.seconds:.0f}",
         }
 
@@ -127,7 +129,8 @@ class Outcome:
 
 
 COLUMNS = ["scenario", "dedup", "signups", "202", "503", "no 202", "delivered", "dead letters", "duplicates", "lost",
-           "without 202", "kills", "disruptions", "detected / recovered s", "seconds"]
+           "without 202", "kills", "disruptions", "detected / recovered s", "figures",
+           "seconds"]
 
 
 def markdown_table(rows: list[dict[str, str]]) -> str:
