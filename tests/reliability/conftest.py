@@ -2,8 +2,9 @@
 holds the invariant and the record it keeps).
 
 The small version runs in `make test`; `RELIABILITY_FULL=1` (what `make test-reliability` sets) runs the full one:
-more signups, more kills, every scenario with dedup off and on. The RabbitMQ restart runs in both, on a private node
-(`private_broker`): the shared broker is never restarted. `RELIABILITY_SEED` changes the seed of every random choice.
+more signups, more kills, longer blackouts, every scenario with dedup off and on. The RabbitMQ restart runs in both, on
+a private node (`private_broker`): the shared broker is never restarted. The network faults (test_network_faults.py)
+go through tests/support/fault_proxy.py. `RELIABILITY_SEED` changes the seed of every random choice.
 
 At the end of the session the table of every scenario is printed and written to tests/reliability/LATEST.md.
 """
@@ -74,5 +75,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
         "the bound the scenario allows (dedup off: the messages in flight at the disruptions; dedup on: the sends a "
         "SIGKILL or an SMTP cut-off can leave unrecorded between the SMTP server's 250 and the Redis write); *lost* "
         "202s that ended as neither mail nor dead letter; *without 202* events that reached the end although their "
-        "signup never got a 202; *kills* SIGKILLs.\n"
+        "signup never got a 202; *kills* SIGKILLs; *detected / recovered s* seconds from a network fault to the "
+        "service's /readyz saying 503, and from the heal to 200 again; *figures* what else a scenario measured.\n"
         + (f"\nInvariant broken in: {', '.join(failed_checks)}\n" if failed_checks else ""))

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.probes import http_ok
 from tests.support.report import FULL
+from tests.support.service_logs import json_lines
 from tests.support.waits import eventually
 
 from .harness import PUBLISH_TIMEOUT_SECONDS, ReliabilityRun, ScenarioConfig
@@ -86,6 +87,32 @@ async def test_latency_on_broker_and_smtp_links(scenario, tmp_path):
         outcome = await run.settle()
     check_invariant(outcome, config, tmp_path)
     assert outcome.duplicates == 0  # latency alone must not make anything be sent twice
+
+
+async def blackhole_smtp_links(run: ReliabilityRun) -> None:
+    """Every SMTP link blackholed for a stretch while sessions wait for the reply to their DATA (the server answers
+    `smtp_delay` after the data); the links open then stay dead, so each send must time out (SMTP_TIMEOUT_SECONDS),
+    be retried, and go out over a new connection of the pool."""
+    proxy = run.smtp_proxy
+    assert proxy is not None
+    await run.until_sent(0.3)
+    await eventually(lambda: run.fleet.in_progress(), timeout=20, interval=0.01, what="a send in progress")
+    proxy.blackhole(keep_dead=True)
+    # the server may have taken the mail whose 250 is lost: every send in flight may go out twice
+    run.chaos.record("smtp links blackholed", could_duplicate=run.config.consumers * run.config.concurrency)
+    await asyncio.sleep(run.rng.uniform(*size((2.0, 4.0), (5.0, 10.0))))  # the outage itself
+    proxy.heal()
+
+
+async def test_smtp_links_blackholed_mid_data(scenario, tmp_path):
+    config = ScenarioConfig("smtp links blackholed mid-DATA", signups=size(200, 1000), rate=size(40, 60),
+                            smtp_proxy=True, smtp_delay=0.2)
+    async with scenario(config) as run:
+        await run.drive(blackhole_smtp_links)
+        outcome = await run.settle()
+        retried = [line for line in json_lines(run.fleet.logs) if line.get("outcome") == "retried"]
+    check_invariant(outcome, config, tmp_path)
+    assert retried, f"no send was retried: the blackout reached no session (logs in {tmp_path})"
 
 
 async def test_broker_links_blackholed_then_healed(scenario, tmp_path):
