@@ -2,18 +2,22 @@
 holds the invariant and the record it keeps).
 
 The small version runs in `make test`; `RELIABILITY_FULL=1` (what `make test-reliability` sets) runs the full one:
-more signups, more kills, every scenario with dedup off and on, and the RabbitMQ restart when the suite may restart
-the broker (`RELIABILITY_OWNS_BROKER=1`). `RELIABILITY_SEED` changes the seed of every random choice.
+more signups, more kills, longer blackouts, every scenario with dedup off and on. The RabbitMQ restart runs in both, on
+a private node (`private_broker`): the shared broker is never restarted. The network faults (test_network_faults.py)
+go through tests/support/fault_proxy.py. `RELIABILITY_SEED` changes the seed of every random choice.
 
 At the end of the session the table of every scenario is printed and written to tests/reliability/LATEST.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.broker import VHost
+from tests.support.private_broker import PrivateBroker
 from tests.support.report import FULL, write_report
 
 from .harness import SEED, ReliabilityRun, ScenarioConfig
@@ -24,13 +28,31 @@ LATEST = Path(__file__).with_name("LATEST.md")
 
 
 @pytest.fixture
-def scenario(vhost, tmp_path: Path):
-    """`async with scenario(ScenarioConfig(...)) as run:` a fresh set of processes on this test's vhost."""
+def scenario(request: pytest.FixtureRequest, tmp_path: Path):
+    """`async with scenario(ScenarioConfig(...)) as run:` a fresh set of processes on this test's vhost of the shared
+    broker, or on the vhost given (`scenario(config, private_vhost)`)."""
 
-    def make(config: ScenarioConfig) -> ReliabilityRun:
-        return ReliabilityRun(config, vhost, tmp_path, SEED)
+    def make(config: ScenarioConfig, vhost: VHost | None = None) -> ReliabilityRun:
+        return ReliabilityRun(config, vhost or request.getfixturevalue("vhost"), tmp_path, SEED)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def private_broker() -> Iterator[PrivateBroker]:
+    """A RabbitMQ node of the session's own, for the scenarios that stop it; removed at the end."""
+    broker = PrivateBroker.start("wm-reliability")
+    try:
+        yield broker
+    finally:
+        broker.remove()
+
+
+@pytest.fixture
+def private_vhost(private_broker: PrivateBroker) -> Iterator[VHost]:
+    vhost = private_broker.vhost()
+    yield vhost
+    vhost.delete()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
@@ -53,5 +75,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
         "the bound the scenario allows (dedup off: the messages in flight at the disruptions; dedup on: the sends a "
         "SIGKILL or an SMTP cut-off can leave unrecorded between the SMTP server's 250 and the Redis write); *lost* "
         "202s that ended as neither mail nor dead letter; *without 202* events that reached the end although their "
-        "signup never got a 202; *kills* SIGKILLs.\n"
+        "signup never got a 202; *kills* SIGKILLs; *detected / recovered s* seconds from a network fault to the "
+        "service's /readyz saying 503, and from the heal to 200 again; *figures* what else a scenario measured.\n"
         + (f"\nInvariant broken in: {', '.join(failed_checks)}\n" if failed_checks else ""))

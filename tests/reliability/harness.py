@@ -20,14 +20,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 
 from email_service.retry import RetryPolicy
 from email_service.topology import DEAD_LETTER_QUEUE, WORK_QUEUE
 from tests.support.amqp import read_dead_letters
-from tests.support.broker import VHost, rabbitmqctl
+from tests.support.broker import VHost
 from tests.support.env import email_env, producer_env
+from tests.support.fault_proxy import FaultProxy
 from tests.support.fleet import ConsumerFleet
 from tests.support.load import SignupLoad
 from tests.support.ports import free_port
@@ -39,10 +41,10 @@ from tests.support.waits import eventually
 
 from .outcome import Outcome
 
-OWNS_BROKER = os.environ.get("RELIABILITY_OWNS_BROKER", "") == "1"  # may restart the broker at AMQP_URL
 SEED = int(os.environ.get("RELIABILITY_SEED", "20261128"))  # of every random choice of the suite
 RETRY_DELAYS = "0.5,1,2,4,8"
 MAX_ATTEMPTS = 8  # retry window 0.5+1+2+4+8+8+8 = 31.5 s: longer than any SMTP outage the scenarios make
+PUBLISH_TIMEOUT_SECONDS = 5
 SMTP_TIMEOUT_SECONDS = 2  # with dedup on, a claim left by a killed process lasts 4 x this + 10 s
 SHUTDOWN_TIMEOUT_SECONDS = 10
 
@@ -60,6 +62,9 @@ class ScenarioConfig:
     smtp_delay: float = 0.0
     allowed_dead_letters: frozenset[str] = frozenset()
     drain_timeout: float = 120.0
+    broker_proxy: bool = False  # the producer's and consumer #0's broker links through a FaultProxy (run.broker_proxy)
+    heartbeat: int = 2  # AMQP_HEARTBEAT_SECONDS of both services
+    smtp_proxy: bool = False  # every consumer's SMTP link through a FaultProxy (run.smtp_proxy)
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Chaos:
     counts: Counter[str] = field(default_factory=Counter)
     duplicate_bound: int = 0  # dedup off: messages that could be handled twice (in flight at a disruption)
     unrecorded_bound: int = 0  # dedup on: sends the SMTP server could accept without the sender recording them
+    timings: dict[str, float] = field(default_factory=dict)  # "<who> detected"/"<who> recovered": seconds
+    figures: dict[str, str] = field(default_factory=dict)  # what else the scenario measured, for the table
 
     def record(self, what: str, could_duplicate: int = 0, could_go_unrecorded: int = 0) -> None:
         self.counts[what] += 1
@@ -87,9 +94,15 @@ class ReliabilityRun:
         self.redis: PrivateRedis | None = None
         self.smtp = SmtpTestServer(free_port())
         self.policy = RetryPolicy(max_attempts=MAX_ATTEMPTS, delays=tuple(float(d) for d in RETRY_DELAYS.split(",")))
+        broker = urlsplit(vhost.url)
+        self.broker_proxy = FaultProxy(broker.port or 5672, upstream_host=broker.hostname or "127.0.0.1",
+                                       seed=self.rng.randrange(2**32)) if config.broker_proxy else None
+        self.proxied_url = self.broker_proxy.url_for(vhost.url) if self.broker_proxy else vhost.url
+        self.smtp_proxy = FaultProxy(self.smtp.port, seed=self.rng.randrange(2**32)) if config.smtp_proxy else None
         self.producer_port = free_port()
         self.producer = producer_process(
-            producer_env(vhost.url, http_port=self.producer_port, LOG_LEVEL="WARNING", PUBLISH_TIMEOUT_SECONDS=5),
+            producer_env(self.proxied_url, http_port=self.producer_port, LOG_LEVEL="WARNING",
+                         PUBLISH_TIMEOUT_SECONDS=PUBLISH_TIMEOUT_SECONDS, AMQP_HEARTBEAT_SECONDS=config.heartbeat),
             workdir / "producer.log")
         self.load = SignupLoad(f"http://127.0.0.1:{self.producer_port}", count=config.signups, run_id=self.run_id,
                                rate=config.rate, max_attempts=config.client_attempts, seed=self.rng.randrange(2**32),
@@ -101,9 +114,11 @@ class ReliabilityRun:
     def email_env(self) -> dict[str, str]:
         dedup = {} if self.redis is None else {"DEDUP_URL": self.redis.url,
                                                "DEDUP_KEY_PREFIX": f"wm-reliability-{self.run_id}:"}
-        return email_env(self.vhost.url, self.smtp.port, SMTP_TIMEOUT_SECONDS=SMTP_TIMEOUT_SECONDS,
+        smtp_port = self.smtp_proxy.port if self.smtp_proxy else self.smtp.port
+        return email_env(self.vhost.url, smtp_port, SMTP_TIMEOUT_SECONDS=SMTP_TIMEOUT_SECONDS,
                          CONCURRENCY=self.config.concurrency, RETRY_DELAYS=RETRY_DELAYS, MAX_ATTEMPTS=MAX_ATTEMPTS,
-                         SHUTDOWN_TIMEOUT_SECONDS=SHUTDOWN_TIMEOUT_SECONDS, LOG_LEVEL="info", **dedup)
+                         SHUTDOWN_TIMEOUT_SECONDS=SHUTDOWN_TIMEOUT_SECONDS, LOG_LEVEL="info",
+                         AMQP_HEARTBEAT_SECONDS=self.config.heartbeat, **dedup)
 
     async def __aenter__(self) -> ReliabilityRun:
         self.started = time.monotonic()
@@ -112,8 +127,12 @@ class ReliabilityRun:
                 self.redis = await PrivateRedis(self.workdir).start()
             self.smtp.delay = self.config.smtp_delay
             self.smtp.start()
+            for proxy in (self.broker_proxy, self.smtp_proxy):
+                if proxy is not None:
+                    proxy.start()
             self.fleet = ConsumerFleet(self.email_env(), self.config.consumers, self.workdir,
-                                       shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
+                                       shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+                                       slot_env={0: {"AMQP_URL": self.proxied_url}})
             for slot in range(self.config.consumers):
                 self.fleet.start(slot)
             self.producer.start()
@@ -133,6 +152,9 @@ class ReliabilityRun:
         if self.fleet is not None:
             self.fleet.cleanup()
         self.smtp.stop()
+        for proxy in (self.broker_proxy, self.smtp_proxy):
+            if proxy is not None:
+                proxy.stop()
         if self.redis is not None:
             self.redis.stop()
 
@@ -164,6 +186,9 @@ class ReliabilityRun:
     async def heal(self) -> None:
         """Undo what the chaos left behind: SMTP up and answering, every consumer slot running and ready."""
         self.smtp.fail_with(None)
+        for proxy in (self.broker_proxy, self.smtp_proxy):
+            if proxy is not None:
+                proxy.clear()
         if not self.smtp.running:
             self.smtp.start()
         assert self.fleet is not None
@@ -182,7 +207,7 @@ class ReliabilityRun:
 
     def _messages_in_queues(self) -> dict[str, int]:
         """Ready + unacknowledged per queue, from the broker itself (slow: only to confirm)."""
-        out = rabbitmqctl("list_queues", "-p", self.vhost.name, "name", "messages", "--no-table-headers", "--quiet")
+        out = self.vhost.ctl("list_queues", "-p", self.vhost.name, "name", "messages", "--no-table-headers", "--quiet")
         return {name: int(count) for name, count in (line.split("\t") for line in out.strip().splitlines() if line)}
 
     async def drained(self) -> None:
@@ -237,7 +262,8 @@ class ReliabilityRun:
             scenario=self.config.name, dedup=self.config.dedup, signups=self.load.signups, mails=self.smtp.by_event(),
             dead_letters=dead_letters, disruptions=self.chaos.counts,
             duplicate_bound=self.chaos.unrecorded_bound if self.config.dedup else self.chaos.duplicate_bound,
-            logs=ServiceLogs.read(self.fleet.logs), seconds=time.monotonic() - self.started)
+            logs=ServiceLogs.read(self.fleet.logs), seconds=time.monotonic() - self.started,
+            timings=dict(self.chaos.timings), figures=dict(self.chaos.figures))
         self._write_post_mortem(outcome)
         if left:
             outcome.notes.append(f"{left} messages back in the queues after the final graceful stop")

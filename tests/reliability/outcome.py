@@ -22,6 +22,8 @@ class Outcome:
     logs: ServiceLogs
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # "<who> detected"/"<who> recovered": seconds
+    figures: dict[str, str] = field(default_factory=dict)  # what else a scenario measured, e.g. throughput
 
     def __post_init__(self) -> None:
         self.by_event: Counter[str] = Counter(self.mails)
@@ -107,16 +109,28 @@ class Outcome:
             "without 202": f"{len(without_202)} ({lost_response} response lost)" if without_202 else "0",
             "kills": str(kills),
             "disruptions": ", ".join(f"{k} {v}" for k, v in sorted(self.disruptions.items()) if k != "sigkill") or "-",
+            "detected / recovered s": self._timings_cell(),
+            "figures": ", ".join(f"{k} {v}" for k, v in self.figures.items()) or "-",
             "seconds": f"{self.seconds:.0f}",
         }
 
+
+    def _timings_cell(self) -> str:
+        """"producer 5.2 / 2.5, ...": seconds from the fault to "not ready", and from the heal to "ready" again."""
+        cells = []
+        for who in sorted({key.rsplit(" ", 1)[0] for key in self.timings}):
+            detected, recovered = (self.timings.get(f"{who} {what}") for what in ("detected", "recovered"))
+            cells.append(" / ".join("?" if t is None else f"{t:.1f}" for t in (detected, recovered)))
+            cells[-1] = f"{who} {cells[-1]}"
+        return ", ".join(cells) or "-"
 
     def _duplicates_cell(self) -> str:
         return f"{self.duplicates} (≤ {self.duplicate_bound})"
 
 
 COLUMNS = ["scenario", "dedup", "signups", "202", "503", "no 202", "delivered", "dead letters", "duplicates", "lost",
-           "without 202", "kills", "disruptions", "seconds"]
+           "without 202", "kills", "disruptions", "detected / recovered s", "figures",
+           "seconds"]
 
 
 def markdown_table(rows: list[dict[str, str]]) -> str:

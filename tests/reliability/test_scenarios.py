@@ -11,11 +11,10 @@ import asyncio
 
 import pytest
 
-from tests.support.broker import rabbitmqctl
 from tests.support.report import FULL
 from tests.support.waits import eventually
 
-from .harness import OWNS_BROKER, ReliabilityRun, ScenarioConfig
+from .harness import ReliabilityRun, ScenarioConfig
 from .invariant import check_invariant
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow,
@@ -104,22 +103,24 @@ async def rolling_restart(run: ReliabilityRun) -> None:
 
 
 async def broker_restart(run: ReliabilityRun) -> None:
-    """`rabbitmqctl stop_app`, a pause, `start_app`: every connection drops and the broker refuses new ones."""
+    """`rabbitmqctl stop_app`, a pause, `start_app` of the run's private node: every connection drops and the broker
+    refuses new ones."""
+    ctl = run.vhost.ctl
     await run.until_sent(0.4)
-    await asyncio.to_thread(rabbitmqctl, "stop_app")
+    await asyncio.to_thread(ctl, "stop_app")
     run.chaos.record("broker restart",
                      could_duplicate=run.config.consumers * run.config.concurrency + CLIENT_CONCURRENCY)
     try:
         await asyncio.sleep(run.rng.uniform(2.0, 5.0))  # the outage itself
     finally:
-        await asyncio.to_thread(rabbitmqctl, "start_app")
-        await asyncio.to_thread(rabbitmqctl, "await_startup")
+        await asyncio.to_thread(ctl, "start_app")
+        await asyncio.to_thread(ctl, "await_startup")
 
 
 # -- scenarios --------------------------------------------------------------------------------------------------------
 
-async def run_scenario(scenario, config: ScenarioConfig, chaos, tmp_path):
-    async with scenario(config) as run:
+async def run_scenario(scenario, config: ScenarioConfig, chaos, tmp_path, vhost=None):
+    async with scenario(config, vhost) as run:
         await run.drive(chaos)
         outcome = await run.settle()
     check_invariant(outcome, config, tmp_path)
@@ -144,15 +145,12 @@ async def test_broker_connections_force_closed(scenario, tmp_path, dedup):
 
 
 @pytest.mark.parametrize("dedup", DEDUP_FULL_BOTH)
-async def test_broker_restart(scenario, tmp_path, dedup):
-    if not FULL:
-        pytest.skip("the RabbitMQ restart runs in the full suite only (RELIABILITY_FULL=1)")
-    if not OWNS_BROKER:
-        pytest.skip("the RabbitMQ restart (rabbitmqctl stop_app/start_app) needs a broker this suite owns; the one "
-                    "at AMQP_URL is shared with other tests. Set RELIABILITY_OWNS_BROKER=1 to run it")
+async def test_broker_restart(scenario, private_vhost, tmp_path, dedup):
+    # On a RabbitMQ node of the suite's own (private_broker): the shared one is never restarted.
     config = ScenarioConfig("broker restart", signups=size(250, 1000), rate=size(40, 100), dedup=dedup,
                             client_attempts=40, drain_timeout=180)
-    await run_scenario(scenario, config, broker_restart, tmp_path)
+    outcome = await run_scenario(scenario, config, broker_restart, tmp_path, private_vhost)
+    assert outcome.disruptions["broker restart"] == 1
 
 
 @pytest.mark.parametrize("dedup", DEDUP_FULL_BOTH)

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import uuid
+from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
@@ -42,22 +43,29 @@ def check_broker() -> None:
         raise BrokerMissing(f"RabbitMQ does not answer at {host}:{port}: {START_IT}") from None
 
 
-class VHost:
-    """A vhost of the shared broker that belongs to one test (or one module)."""
+Ctl = Callable[..., str]  # rabbitmqctl ARGS against one broker; its stdout
 
-    def __init__(self, name: str) -> None:
+
+class VHost:
+    """A vhost that belongs to one test (or one module): of the shared broker, or of the broker at `broker_url`
+    administered by `ctl` (a private node: tests/support/private_broker.py)."""
+
+    def __init__(self, name: str, broker_url: str = AMQP_URL, ctl: Ctl = rabbitmqctl) -> None:
+        broker = urlsplit(broker_url)
         self.name = name
-        self.url = f"{_BROKER.scheme}://{_BROKER.netloc}/{quote(name, safe='')}"
+        self.url = f"{broker.scheme}://{broker.netloc}/{quote(name, safe='')}"
+        self.user = broker.username or "guest"
+        self.ctl = ctl
 
     @classmethod
-    def create(cls, prefix: str = "wm-test") -> VHost:
-        vhost = cls(f"{prefix}-{uuid.uuid4().hex[:10]}")
-        rabbitmqctl("add_vhost", vhost.name)
-        rabbitmqctl("set_permissions", "-p", vhost.name, _BROKER.username or "guest", ".*", ".*", ".*")
+    def create(cls, prefix: str = "wm-test", broker_url: str = AMQP_URL, ctl: Ctl = rabbitmqctl) -> VHost:
+        vhost = cls(f"{prefix}-{uuid.uuid4().hex[:10]}", broker_url, ctl)
+        vhost.ctl("add_vhost", vhost.name)
+        vhost.ctl("set_permissions", "-p", vhost.name, vhost.user, ".*", ".*", ".*")
         return vhost
 
     def delete(self) -> None:
-        rabbitmqctl("delete_vhost", self.name)
+        self.ctl("delete_vhost", self.name)
 
     def close_connections(self, reason: str = "test closes connections") -> None:
-        rabbitmqctl("close_all_connections", "--vhost", self.name, reason)
+        self.ctl("close_all_connections", "--vhost", self.name, reason)

@@ -18,8 +18,10 @@ from .prometheus import scrape
 
 
 class ConsumerFleet:
-    def __init__(self, env: dict[str, str], size: int, workdir: Path, shutdown_timeout: float = 10) -> None:
+    def __init__(self, env: dict[str, str], size: int, workdir: Path, shutdown_timeout: float = 10,
+                 slot_env: dict[int, dict[str, str]] | None = None) -> None:
         self.env = env
+        self.slot_env = slot_env or {}  # settings of one slot only (e.g. its AMQP_URL through a fault proxy)
         self.workdir = workdir
         self.shutdown_timeout = shutdown_timeout
         self.slots: list[ServiceProcess | None] = [None] * size
@@ -36,7 +38,8 @@ class ConsumerFleet:
         port = free_port()
         log = self.workdir / f"email-{slot}-{len(self.logs)}.log"
         self.logs.append(log)
-        process = email_process({**self.env, "METRICS_PORT": str(port)}, log, name=f"email-service #{slot}")
+        env = {**self.env, **self.slot_env.get(slot, {}), "METRICS_PORT": str(port)}
+        process = email_process(env, log, name=f"email-service #{slot}")
         self.slots[slot], self.ports[slot] = process.start(), port
         return process
 

@@ -12,12 +12,14 @@ from producer_service.config import ConfigError, Settings, redact_url
 def test_producer_defaults():
     s = Settings.from_env({})
     assert (s.http_host, s.http_port, s.amqp_url.value) == ("0.0.0.0", 8000, "amqp://guest:guest@localhost:5672/")
+    assert s.amqp_heartbeat == 5 == EmailSettings.from_env({}).amqp_heartbeat
 
 
 @pytest.mark.parametrize("env,variable", [
     ({"HTTP_PORT": "http"}, "HTTP_PORT"), ({"HTTP_PORT": "70000"}, "HTTP_PORT"),
     ({"AMQP_URL": "redis://x"}, "AMQP_URL"), ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
     ({"PUBLISH_TIMEOUT_SECONDS": "-1"}, "PUBLISH_TIMEOUT_SECONDS"), ({"MAX_BODY_BYTES": "1"}, "MAX_BODY_BYTES"),
+    ({"AMQP_HEARTBEAT_SECONDS": "0"}, "AMQP_HEARTBEAT_SECONDS"),
 ])
 def test_producer_bad_values_name_the_variable(env, variable):
     with pytest.raises(ConfigError, match=variable):
@@ -49,7 +51,7 @@ def test_email_defaults_are_secure():
     ({"SMTP_USERNAME": "u"}, "SMTP_PASSWORD"), ({"MAIL_FROM": "nobody"}, "MAIL_FROM"),
     ({"MAIL_FROM": "a@b.c\r\nBcc: x@y"}, "MAIL_FROM"), ({"SMTP_TLS_VERIFY": "maybe"}, "SMTP_TLS_VERIFY"),
     ({"DEDUP_URL": "http://x"}, "DEDUP_URL"), ({"DEDUP_FAIL_MODE": "ajar"}, "DEDUP_FAIL_MODE"),
-    ({"METRICS_PORT": "-1"}, "METRICS_PORT"),
+    ({"METRICS_PORT": "-1"}, "METRICS_PORT"), ({"AMQP_HEARTBEAT_SECONDS": "none"}, "AMQP_HEARTBEAT_SECONDS"),
 ])
 def test_email_bad_values_name_the_variable(env, variable):
     with pytest.raises(EmailConfigError, match=variable):

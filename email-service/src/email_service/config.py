@@ -76,6 +76,8 @@ class Settings:
     smtp_max_connections: int | None = None
     throttle_delay: float = 2.0
     delivery_deadline: float = 2 * 24 * 3600.0
+    # the broker link's liveness (network faults): heartbeat asked of RabbitMQ
+    amqp_heartbeat: int = 5
 
     @property
     def dedup_url(self) -> Secret | None:
@@ -146,4 +148,6 @@ class Settings:
             smtp_max_connections=smtp_max_connections,
             throttle_delay=e.number("THROTTLE_DELAY_SECONDS", 2.0, 0.1, 300),
             delivery_deadline=deadline,
+            # the broker link's liveness (network faults)
+            amqp_heartbeat=e.integer("AMQP_HEARTBEAT_SECONDS", 5, 1, 300),
         )

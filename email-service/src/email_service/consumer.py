@@ -76,7 +76,10 @@ class EmailConsumer:
 
     async def _start_consuming(self) -> None:
         self._lost.clear()
+        # The heartbeat is what notices a link that died without a reset (a blackholed network): aiormq closes the
+        # connection after about 3 x (heartbeat + 1) s of silence, RabbitMQ after 2 x heartbeat and redelivers.
         connection = await aio_pika.connect(self.settings.amqp_url.value, timeout=10,
+                                            heartbeat=self.settings.amqp_heartbeat,
                                             client_properties={"connection_name": "email-service"})
         self._connection = connection
         connection.close_callbacks.add(self._on_close)

@@ -194,7 +194,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Starlette:
     metrics = ProducerMetrics(registry or CollectorRegistry())
     publisher = EventPublisher(settings.amqp_url.value, metrics, publish_timeout=settings.publish_timeout,
-                               reconnect_max_delay=settings.reconnect_max_delay)
+                               reconnect_max_delay=settings.reconnect_max_delay, heartbeat=settings.amqp_heartbeat)
     api = SignupAPI(settings, publisher, metrics)
 
     @contextlib.asynccontextmanager

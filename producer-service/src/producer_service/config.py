@@ -22,6 +22,8 @@ class Settings:
     max_body_bytes: int = 16384
     retry_after_seconds: int = 2
     reconnect_max_delay: float = 5.0
+    # the broker link's liveness (network faults): heartbeat asked of RabbitMQ
+    amqp_heartbeat: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -38,4 +40,6 @@ class Settings:
             max_body_bytes=e.integer("MAX_BODY_BYTES", 16384, 256, 1_048_576),
             retry_after_seconds=e.integer("RETRY_AFTER_SECONDS", 2, 1, 3600),
             reconnect_max_delay=e.number("RECONNECT_MAX_DELAY_SECONDS", 5.0, 0.1, 300),
+            # the broker link's liveness (network faults)
+            amqp_heartbeat=e.integer("AMQP_HEARTBEAT_SECONDS", 5, 1, 300),
         )

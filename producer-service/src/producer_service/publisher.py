@@ -2,6 +2,12 @@
 
 A publish succeeds only when the broker confirmed it. Mandatory publishing makes an event that no queue
 would take come back as an error (never dropped silently); the caller answers 503 and the client retries.
+
+A link that dies without a reset (a blackholed network, a vanished node behind a load balancer) looks open to the
+socket. Two things notice it: the AMQP heartbeat (`heartbeat` s, asked of the broker; aiormq closes a connection
+after about 3 x (heartbeat + 1) s of silence) and, sooner under load, a confirm that does not come within the
+publish timeout. Either makes the publisher not ready and open a new connection, so /readyz says 503 while the link
+is dead and the producer serves again once a new connection gets through, without a restart.
 """
 
 from __future__ import annotations
@@ -46,11 +52,12 @@ class PublishFailed(Exception):
 
 class EventPublisher:
     def __init__(self, url: str, metrics: ProducerMetrics, *, publish_timeout: float = 5.0,
-                 reconnect_max_delay: float = 5.0, app_id: str = "producer-service") -> None:
+                 reconnect_max_delay: float = 5.0, heartbeat: int = 5, app_id: str = "producer-service") -> None:
         self._url = url
         self._metrics = metrics
         self._publish_timeout = publish_timeout
         self._reconnect_max_delay = reconnect_max_delay
+        self._heartbeat = heartbeat
         self._app_id = app_id
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -109,7 +116,8 @@ class EventPublisher:
 
     async def _connect(self) -> None:
         self._lost.clear()
-        connection = await aio_pika.connect(self._url, timeout=10, client_properties={"connection_name": self._app_id})
+        connection = await aio_pika.connect(self._url, timeout=10, heartbeat=self._heartbeat,
+                                            client_properties={"connection_name": self._app_id})
         self._connection = connection
         connection.close_callbacks.add(self._on_close)
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -129,19 +137,20 @@ class EventPublisher:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), timeout=2)
 
-    def _renew_after_nack(self, exchange: AbstractExchange) -> None:
-        """A nack: open a new connection and channel instead of publishing on into the same channel.
+    def _renew(self, exchange: AbstractExchange, why: PublishFailure) -> None:
+        """A nack or a confirm timeout: open a new connection and channel instead of publishing on into this one.
 
         RabbitMQ 3.10 nacks every later publish of a channel that first published to a quorum queue while the
         queue's leader node was just gone (the channel keeps the dead leader): without a new channel the producer
-        would answer 503 until it is restarted. At most once a second, so a queue that really refuses messages
-        does not make the producer reconnect on every request.
+        would answer 503 until it is restarted. A confirm that never comes is the sign of a dead link that the
+        heartbeat has not caught yet. At most once a second, so a queue that really refuses messages (or a broker
+        that is merely slow) does not make the producer reconnect on every request.
         """
         now = time.monotonic()
         if exchange is not self._exchange or now - self._renewed_at < 1.0:
             return
         self._renewed_at = now
-        log.warning("broker nacked a publish, opening a new channel")
+        log.warning("broker publish failed, opening a new connection", extra={"reason": why.value})
         self._exchange = None  # not ready until the new channel is open
         self._lost.set()
 
@@ -167,10 +176,18 @@ class EventPublisher:
         except PublishError:
             raise PublishFailed(PublishFailure.UNROUTABLE) from None
         except DeliveryError:
-            self._renew_after_nack(exchange)
+            self._renew(exchange, PublishFailure.NACKED)
             raise PublishFailed(PublishFailure.NACKED) from None
         except asyncio.TimeoutError:
+            self._renew(exchange, PublishFailure.CONFIRM_TIMEOUT)
             raise PublishFailed(PublishFailure.CONFIRM_TIMEOUT) from None
         except (AMQPError, OSError, RuntimeError) as exc:
             raise PublishFailed(PublishFailure.BROKER_UNAVAILABLE) from exc
+        except asyncio.CancelledError:
+            # aiormq cancels the confirms still pending when their connection is closed (a dead link being
+            # replaced): that is the broker being unavailable, not this request being cancelled (that one re-raises)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise PublishFailed(PublishFailure.BROKER_UNAVAILABLE) from None
         self._metrics.publish_seconds.observe(time.perf_counter() - started)
