@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parseaddr
 
 from .envvars import ConfigError, Env, Secret, redact_url
+from .events import parse_locales
 
 __all__ = ["ConfigError", "Secret", "Settings", "parse_delays", "redact_url"]
 
@@ -26,6 +29,7 @@ def parse_delays(name: str, raw: str) -> tuple[float, ...]:
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SECURITY_MODES = ("none", "starttls", "tls")
 DEDUP_FAIL_MODES = ("closed", "open")
+_FQDN = re.compile(r"(?=.{4,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,12 @@ class Settings:
     dedup_ttl_seconds: int = 7 * 24 * 3600
     dedup_fail_mode: str = "closed"
     dedup_key_prefix: str = "welcome-mail:"
+    # The mail itself (issue 17): what the templates link to and show, where they come from, which locales exist.
+    product_url: str = "https://example.com/"
+    logo_url: str | None = None
+    templates_dir: str | None = None
+    locales: tuple[str, ...] = ("en", "zh-CN")
+    smtp_helo_hostname: str = "mail.example.com"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -97,4 +107,34 @@ class Settings:
             dedup_ttl_seconds=e.integer("DEDUP_TTL_SECONDS", 7 * 24 * 3600, 60, 365 * 24 * 3600),
             dedup_fail_mode=e.choice("DEDUP_FAIL_MODE", "closed", DEDUP_FAIL_MODES),
             dedup_key_prefix=e.text("DEDUP_KEY_PREFIX", "welcome-mail:"),
+            **_mail_settings(e, address),
         )
+
+
+def _web_url(name: str, value: str | None) -> str | None:
+    if value is not None and not (value.startswith(("https://", "http://")) and value.isascii()
+                                  and not any(ch.isspace() or ch in '"<>' for ch in value)):
+        raise ConfigError(f"{name} must be an http(s) URL such as https://acme.test/start, got {value!r}")
+    return value
+
+
+def default_helo_hostname(sender_address: str) -> str:
+    """This host's name when it is fully qualified, else the MAIL_FROM domain: never `localhost`."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn and not fqdn.startswith("localhost") and not fqdn.endswith((".localdomain", ".local")):
+        return fqdn
+    return sender_address.rpartition("@")[2]
+
+
+def _mail_settings(e: Env, sender_address: str) -> dict:
+    helo = e.text("SMTP_HELO_HOSTNAME", default_helo_hostname(sender_address))
+    if not _FQDN.fullmatch(helo) or helo.lower().startswith("localhost"):
+        raise ConfigError(f"SMTP_HELO_HOSTNAME must be a fully qualified host name such as mail.acme.test, "
+                          f"got {helo!r}")
+    return {
+        "product_url": _web_url("PRODUCT_URL", e.text("PRODUCT_URL", "https://example.com/")),
+        "logo_url": _web_url("LOGO_URL", e.raw("LOGO_URL")),
+        "templates_dir": e.raw("TEMPLATES_DIR"),
+        "locales": parse_locales("LOCALES", e.text("LOCALES", "en,zh-CN")),
+        "smtp_helo_hostname": helo,
+    }

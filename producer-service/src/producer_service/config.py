@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .envvars import ConfigError, Env, Secret, redact_url
+from .events import LOCALES, parse_locales
 
 __all__ = ["ConfigError", "Secret", "Settings", "redact_url"]
 
@@ -22,6 +23,7 @@ class Settings:
     max_body_bytes: int = 16384
     retry_after_seconds: int = 2
     reconnect_max_delay: float = 5.0
+    locales: tuple[str, ...] = ("en", "zh-CN")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -38,4 +40,5 @@ class Settings:
             max_body_bytes=e.integer("MAX_BODY_BYTES", 16384, 256, 1_048_576),
             retry_after_seconds=e.integer("RETRY_AFTER_SECONDS", 2, 1, 3600),
             reconnect_max_delay=e.number("RECONNECT_MAX_DELAY_SECONDS", 5.0, 0.1, 300),
+            locales=parse_locales("LOCALES", e.text("LOCALES", ",".join(LOCALES))),
         )
