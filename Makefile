@@ -19,7 +19,8 @@ N ?= 2
         helm-lint images images-build kind-up kind-load deploy scale smoke kind-down cluster-up cluster-down clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' -v ns='$(NAMESPACE)' -v rel='$(RELEASE)' \
+	  '{gsub(/\$$\(NAMESPACE\)/, ns, $$2); gsub(/\$$\(RELEASE\)/, rel, $$2); printf "  %-18s %s\n", $$1, $$2}'
 
 # Locked dependencies (`make lock`; the test tests/unit/test_dependency_locks.py fails when they drift):
 # - requirements-dev.lock: the one resolution of both services and requirements-test.txt, installed into .venv;
