@@ -20,12 +20,16 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from . import logs
 from .config import Settings
 from .envvars import read_settings, redact_url
 from .template_files import LocaleFiles, TemplateError, read_templates
 from .wire import DEAD_LETTER_REASONS
+
+if TYPE_CHECKING:
+    from .dlq import DeadLetter
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -127,6 +131,12 @@ def _preview(settings: Settings, templates: Mapping[str, LocaleFiles], args: arg
     return EXIT_OK
 
 
+def _letter_line(letter: DeadLetter) -> str:
+    """One dead letter as `dlq list` and `dlq purge` print it."""
+    return (f"{letter.event_id}  reason={letter.reason}  attempts={letter.attempts}  "
+            f"at={letter.dead_lettered_at}  error={letter.last_error}")
+
+
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     from aiormq.exceptions import AMQPError
 
@@ -140,8 +150,7 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
                 if args.json:
                     print(as_json(letter))
                 else:
-                    print(f"{letter.event_id}  reason={letter.reason}  attempts={letter.attempts}  "
-                          f"at={letter.dead_lettered_at}  error={letter.last_error}")
+                    print(_letter_line(letter))
             counts = dict(sorted(report.by_reason.items()))
             if args.json:
                 print(json.dumps({"total": report.scanned, "by_reason": counts}))
@@ -165,7 +174,7 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
                 print("email-service: dlq purge deletes messages for good; add --yes to confirm", file=sys.stderr)
                 return EXIT_USAGE
             report = await queue.purge(reason=args.reason,
-                                       on_removed=lambda letter: print(f"removed {as_json(letter)}"))
+                                       on_removed=lambda letter: print(f"removed {_letter_line(letter)}"))
             print(f"removed {report.moved} of {report.scanned} dead letters")
             return EXIT_OK
     except QueueMissing as exc:
