@@ -19,7 +19,8 @@ N ?= 2
         helm-lint images images-build kind-up kind-load deploy scale smoke kind-down cluster-up cluster-down clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' -v ns='$(NAMESPACE)' -v rel='$(RELEASE)' \
+	  '{gsub(/\$$\(NAMESPACE\)/, ns, $$2); gsub(/\$$\(RELEASE\)/, rel, $$2); printf "  %-18s %s\n", $$1, $$2}'
 
 # Locked dependencies (`make lock`; the test tests/unit/test_dependency_locks.py fails when they drift):
 # - requirements-dev.lock: the one resolution of both services and requirements-test.txt, installed into .venv;
@@ -66,8 +67,8 @@ lock: $(BIN)/.locked ## regenerate the hashed locks from the pyprojects and requ
 	    done; \
 	done
 
-system-deps: ## install the Debian packages the tests use (prometheus: promtool and a server; haproxy: the cluster front; redis-server: dedup)
-	deploy/local/ensure-packages.sh prometheus haproxy redis-server
+system-deps: ## install the Debian packages the tests use (prometheus; haproxy: cluster front; redis-server: dedup; chromium and fonts: the mail in a browser)
+	deploy/local/ensure-packages.sh prometheus haproxy redis-server chromium fonts-noto-cjk fonts-noto-color-emoji
 
 broker: ## make sure RabbitMQ answers at AMQP_URL (start the local one if it is installed)
 	deploy/local/ensure-rabbitmq.sh

@@ -59,7 +59,7 @@ def _event(**changes) -> dict:
 
 @pytest.mark.parametrize("body", [
     _event(schema_version=2), _event(event_type="user.deleted"), _event(event_id="not-a-uuid"),
-    _event(occurred_at="yesterday"), _event(user_locale="fr"), _event(user_name=""), _event(user_name="a\r\nb"),
+    _event(occurred_at="yesterday"), _event(user_locale="fr_FR"), _event(user_name=""), _event(user_name="a\r\nb"),
     _event(user_email="no-at-sign"), _event(extra=1), _event(user=...), _event(event_id=...),
 ], ids=["version", "type", "event-id", "occurred-at", "locale", "empty-name", "crlf-name", "email", "extra",
         "no-user", "no-event-id"])

@@ -115,7 +115,7 @@ POISON = {
     "empty": (b"", "undecodable"),
     "wrong-schema-version": (json.dumps({**json.loads(event_body()), "schema_version": 99}).encode(),
                              "unsupported_schema"),
-    "wrong-shape": (b'{"hello": "world"}', "unsupported_schema"),
+    "wrong-shape": (b'{"hello": "world"}', "invalid_event"),
     "json-array": (b"[1, 2, 3]", "invalid_event"),
     "very-large": (b'{"pad": "' + b"x" * 2_000_000 + b'"}', "invalid_event"),
     "crlf-in-name": (event_body(name="Eve\r\nBcc: victim@example.com"), "invalid_event"),

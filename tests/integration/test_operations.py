@@ -111,6 +111,8 @@ async def test_purge_by_reason_then_all(email_service_factory, smtp_server, vhos
     some = cli(vhost.url, "purge", "--reason", "undecodable", "--yes")
     assert some.returncode == 0 and "removed 2 of 7" in some.stdout
     assert all(event_id in some.stdout for event_id in ids["undecodable"])
+    assert all(line.startswith("removed ") and "reason=undecodable" in line
+               for line in some.stdout.splitlines()[:-1]), "purge prints what list prints, not JSON"
     assert await ready_count(vhost.url, DLQ) == 5
     rest = cli(vhost.url, "purge", "--yes")
     assert rest.returncode == 0 and "removed 5 of 5" in rest.stdout

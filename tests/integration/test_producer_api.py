@@ -132,6 +132,8 @@ RAW_REQUESTS = [
     pytest.param(b'{"email": "ada@example.com", "name": "Ada"}', "application/json; charset=latin-1", 415,
                  "unsupported_media_type", id="wrong-charset"),
     pytest.param(b"", "application/json", 400, "invalid_json", id="empty-body"),
+    pytest.param(b'{"email": "ada@example.com", "name": "A", "name": "B"}', "application/json", 400, "invalid_json",
+                 id="duplicate-key"),
     pytest.param(b'{"email": "ada@example.com", "name": "' + b"x" * 20000 + b'"}', "application/json", 413,
                  "body_too_large", id="too-large"),
 ]

@@ -84,3 +84,13 @@ async def test_wrong_password_is_transient_not_a_mass_dead_letter(email_service_
     logged = [str(record.__dict__) for record in caplog.records]
     assert any("535" in line for line in logged)
     assert not any("wrong" in line for line in logged)  # the password never reaches a log line
+
+
+@pytest.mark.parametrize("configured", ["mx.acme.test", None])
+async def test_ehlo_name_is_fully_qualified_never_localhost(email_service_factory, smtp_server, vhost, configured):
+    extra = {"SMTP_HELO_HOSTNAME": configured} if configured else {}
+    async with email_service_factory(**extra):
+        await publish_raw(vhost.url, [event_body()])
+        await eventually(lambda: smtp_server.count() == 1, what="the mail")
+    helo = smtp_server.received()[0].helo
+    assert helo == (configured or helo) and "." in helo and not helo.startswith("localhost"), helo

@@ -51,6 +51,7 @@ class ReceivedMail:
     event_id: str | None  # from the Message-ID; None when there is none
     at: float  # time.monotonic() when the server accepted it
     peer_port: int  # the client's source port (which connection sent it)
+    helo: str = ""  # the name the client gave in EHLO/HELO
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -200,7 +201,7 @@ class SmtpTestServer:
     def record(self, envelope: Envelope, session: Session) -> None:
         content = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
         mail = ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), content, event_id_of(content),
-                            time.monotonic(), session.peer[1] if session.peer else 0)
+                            time.monotonic(), session.peer[1] if session.peer else 0, session.host_name or "")
         with self.lock:
             self.mails.append(mail)
 

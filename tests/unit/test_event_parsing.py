@@ -23,6 +23,8 @@ def test_good_event():
     (b"not json", DeadLetterReason.UNDECODABLE),
     (b"", DeadLetterReason.UNDECODABLE),
     (b"[]", DeadLetterReason.INVALID_EVENT),
+    (b"{}", DeadLetterReason.INVALID_EVENT),  # JSON of the wrong shape, as the README's table says
+    (json.dumps({**GOOD, "user": {**GOOD["user"], "locale": "zh_CN"}}).encode(), DeadLetterReason.INVALID_EVENT),
     (json.dumps({**GOOD, "schema_version": 2}).encode(), DeadLetterReason.UNSUPPORTED_SCHEMA),
     (json.dumps({**GOOD, "schema_version": "1"}).encode(), DeadLetterReason.UNSUPPORTED_SCHEMA),
     (json.dumps({**GOOD, "event_type": "user.deleted"}).encode(), DeadLetterReason.UNSUPPORTED_SCHEMA),

@@ -52,7 +52,24 @@ def test_email_defaults_are_secure():
     ({"MAIL_FROM": "a@b.c\r\nBcc: x@y"}, "MAIL_FROM"), ({"SMTP_TLS_VERIFY": "maybe"}, "SMTP_TLS_VERIFY"),
     ({"DEDUP_URL": "http://x"}, "DEDUP_URL"), ({"DEDUP_FAIL_MODE": "ajar"}, "DEDUP_FAIL_MODE"),
     ({"METRICS_PORT": "-1"}, "METRICS_PORT"), ({"AMQP_HEARTBEAT_SECONDS": "none"}, "AMQP_HEARTBEAT_SECONDS"),
+    ({"METRICS_PORT": "-1"}, "METRICS_PORT"), ({"LOCALES": "en,zh_CN"}, "LOCALES"), ({"LOCALES": "en,en"}, "LOCALES"),
+    ({"SMTP_HELO_HOSTNAME": "localhost"}, "SMTP_HELO_HOSTNAME"), ({"SMTP_HELO_HOSTNAME": "mail"}, "SMTP_HELO_HOSTNAME"),
+    ({"PRODUCT_URL": "javascript:alert(1)"}, "PRODUCT_URL"), ({"LOGO_URL": 'https://x/"a'}, "LOGO_URL"),
 ])
 def test_email_bad_values_name_the_variable(env, variable):
     with pytest.raises(EmailConfigError, match=variable):
         EmailSettings.from_env(env)
+
+
+def test_helo_name_is_fully_qualified_and_never_localhost(monkeypatch):
+    import email_service.config as config
+
+    monkeypatch.setattr(config.socket, "getfqdn", lambda: "localhost")
+    assert EmailSettings.from_env({"MAIL_FROM": "Acme <no-reply@acme.test>"}).smtp_helo_hostname == "acme.test"
+    monkeypatch.setattr(config.socket, "getfqdn", lambda: "node-1.eu.acme.test")
+    assert EmailSettings.from_env({}).smtp_helo_hostname == "node-1.eu.acme.test"
+
+
+def test_both_services_read_the_same_locales():
+    env = {"LOCALES": "de, en,zh-Hant-TW"}
+    assert Settings.from_env(env).locales == EmailSettings.from_env(env).locales == ("de", "en", "zh-Hant-TW")

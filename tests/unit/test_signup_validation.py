@@ -82,3 +82,21 @@ def test_fast_email_path_agrees_with_email_validator(local, labels, tld):
     if _PLAIN_EMAIL.fullmatch(address) and ours is not None:
         assert ours == theirs, address  # whatever the fast path accepts, the full check accepts identically
     assert ours == theirs, address  # and overall the verdict is email_validator's
+
+
+def test_duplicate_keys_are_refused_naming_the_key():
+    import json
+
+    from producer_service.events import DuplicateKey, refuse_duplicate_keys
+
+    with pytest.raises(DuplicateKey) as caught:
+        json.loads('{"name": "A", "email": "a@example.com", "name": "B"}', object_pairs_hook=refuse_duplicate_keys)
+    assert caught.value.key == "name"
+    assert json.loads('{"user": {"a": 1}, "a": 2}', object_pairs_hook=refuse_duplicate_keys) == {"user": {"a": 1},
+                                                                                                 "a": 2}
+
+
+def test_only_the_configured_locales_are_accepted():
+    assert parse_signup({"email": "a@example.com", "name": "A"}, ("de", "en")).locale == "de"
+    with pytest.raises(InvalidSignup, match="must be one of de, en"):
+        parse_signup({"email": "a@example.com", "name": "A", "locale": "zh-CN"}, ("de", "en"))

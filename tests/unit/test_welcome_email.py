@@ -84,3 +84,20 @@ def test_encoded_words_split_on_character_boundaries():
     words = encoded_words("é" * 40 + "王" * 30)
     assert all(len(w.strip()) <= 75 for w in words.split("\r\n"))
     assert str(email.header.make_header(email.header.decode_header(words.replace("\r\n", "")))) == "é" * 40 + "王" * 30
+
+
+def test_date_is_written_with_a_numeric_zone():
+    rendered, _ = render()
+    assert rendered.data.split(b"Date: ", 1)[1].split(b"\r\n", 1)[0].endswith(b" +0000")
+
+
+@pytest.mark.parametrize("locale", ["en", "zh-CN"])
+def test_html_has_the_button_to_the_product_and_the_plain_text_the_link(locale):
+    event = UserSignedUp(event_id=EVENT_ID, occurred_at=datetime.now(timezone.utc), email="a@example.com",
+                         name="Ada", locale=locale)
+    data = WelcomeEmail("Acme <welcome@acme.test>", "Acme", product_url="https://acme.test/start?a=1&b=2",
+                        logo_url="https://acme.test/logo.png").render(event).data
+    text, html_part = email.message_from_bytes(data, policy=email.policy.default).get_payload()
+    assert 'href="https://acme.test/start?a=1&amp;b=2"' in html_part.get_content()
+    assert '<img src="https://acme.test/logo.png"' in html_part.get_content()
+    assert "https://acme.test/start?a=1&b=2" in text.get_content() and "{{" not in html_part.get_content()

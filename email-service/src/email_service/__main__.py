@@ -4,9 +4,10 @@
     email-service dlq list   [--limit N] [--reason R] [--json]
     email-service dlq replay [--limit N] [--reason R] [--rate N] [--dry-run]
     email-service dlq purge  [--reason R] --yes
+    email-service preview --locale zh-CN --name "Zoë" [--format html|text|eml] [--email ADDRESS]
 
 Exit codes: 0 done, 1 some messages could not be moved (they stay in the dead-letter queue), 2 bad configuration
-or arguments, 3 the broker cannot be reached, 4 a queue is missing, 130 a second signal forced the exit.
+or arguments or templates, 3 the broker cannot be reached, 4 a queue is missing, 130 a second signal forced the exit.
 """
 
 from __future__ import annotations
@@ -18,11 +19,17 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from . import logs
 from .config import Settings
 from .envvars import read_settings, redact_url
+from .template_files import LocaleFiles, TemplateError, read_templates
 from .wire import DEAD_LETTER_REASONS
+
+if TYPE_CHECKING:
+    from .dlq import DeadLetter
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -34,7 +41,7 @@ EXIT_FORCED = 130
 log = logging.getLogger("email_service")
 
 
-async def _run(settings: Settings) -> int:
+async def _run(settings: Settings, templates: Mapping[str, LocaleFiles]) -> int:
     from .service import EmailService
 
     dedup = None
@@ -42,7 +49,7 @@ async def _run(settings: Settings) -> int:
         from .dedup import DeliveryLedger
 
         dedup = DeliveryLedger.from_settings(settings)
-    service = EmailService(settings, dedup=dedup)
+    service = EmailService(settings, dedup=dedup, templates=templates)
     loop = asyncio.get_running_loop()
     signals_seen = 0
 
@@ -99,7 +106,35 @@ def build_parser() -> argparse.ArgumentParser:
     purge = actions.add_parser("purge", help="remove dead letters for good, printing each one")
     purge.add_argument("--reason", help=reason_help)
     purge.add_argument("--yes", action="store_true", help="required: confirms that the messages are to be deleted")
+    show = sub.add_parser("preview", help="write the welcome email as it would be sent, from the configured templates")
+    show.add_argument("--locale", default=None, help="BCP 47 tag (default: the first of LOCALES)")
+    show.add_argument("--name", default="Ada Lovelace", help="the user's name (default: Ada Lovelace)")
+    show.add_argument("--email", default="preview@example.com", help="the recipient (default: preview@example.com)")
+    show.add_argument("--format", choices=("html", "text", "eml"), default="html",
+                      help="the HTML part, the text part or the whole message (default: html)")
     return parser
+
+
+def _preview(settings: Settings, templates: Mapping[str, LocaleFiles], args: argparse.Namespace) -> int:
+    from .events import LOCALE_TAG
+    from .preview import preview
+
+    locale = args.locale or settings.locales[0]
+    if not LOCALE_TAG.fullmatch(locale):
+        print(f"email-service: --locale must be a BCP 47 tag such as en or zh-CN, got {locale!r}", file=sys.stderr)
+        return EXIT_USAGE
+    if locale not in templates:
+        print(f"email-service: no template for {locale}; showing the default locale's ({settings.locales[0]}), "
+              "as the service would send it", file=sys.stderr)
+    sys.stdout.buffer.write(preview(settings, templates, locale=locale, name=args.name, address=args.email,
+                                    fmt=args.format))
+    return EXIT_OK
+
+
+def _letter_line(letter: DeadLetter) -> str:
+    """One dead letter as `dlq list` and `dlq purge` print it."""
+    return (f"{letter.event_id}  reason={letter.reason}  attempts={letter.attempts}  "
+            f"at={letter.dead_lettered_at}  error={letter.last_error}")
 
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
@@ -115,8 +150,7 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
                 if args.json:
                     print(as_json(letter))
                 else:
-                    print(f"{letter.event_id}  reason={letter.reason}  attempts={letter.attempts}  "
-                          f"at={letter.dead_lettered_at}  error={letter.last_error}")
+                    print(_letter_line(letter))
             counts = dict(sorted(report.by_reason.items()))
             if args.json:
                 print(json.dumps({"total": report.scanned, "by_reason": counts}))
@@ -140,7 +174,7 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
                 print("email-service: dlq purge deletes messages for good; add --yes to confirm", file=sys.stderr)
                 return EXIT_USAGE
             report = await queue.purge(reason=args.reason,
-                                       on_removed=lambda letter: print(f"removed {as_json(letter)}"))
+                                       on_removed=lambda letter: print(f"removed {_letter_line(letter)}"))
             print(f"removed {report.moved} of {report.scanned} dead letters")
             return EXIT_OK
     except QueueMissing as exc:
@@ -160,6 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None:
         return EXIT_USAGE
     logs.configure(settings.log_level)
+    if args.command in ("run", "preview"):
+        try:
+            templates = read_templates(settings.locales, settings.templates_dir)
+        except TemplateError as exc:
+            print(f"email-service: template error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.command == "preview":
+            return _preview(settings, templates, args)
     if args.command == "dlq":
         logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # the command reports connection errors itself
         return asyncio.run(_dlq(settings, args))
@@ -167,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import uvloop
 
-            return uvloop.run(_run(settings))
+            return uvloop.run(_run(settings, templates))
         except ImportError:
-            return asyncio.run(_run(settings))
+            return asyncio.run(_run(settings, templates))
     return EXIT_USAGE
 
 

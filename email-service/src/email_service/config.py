@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parseaddr
 
 from .envvars import ConfigError, Env, Secret, redact_url
+from .events import parse_locales
 
 __all__ = ["ConfigError", "Secret", "Settings", "parse_delays", "redact_url"]
 
@@ -42,6 +45,7 @@ def _optional_number(e: Env, name: str, kind: type[int] | type[float], low: floa
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SECURITY_MODES = ("none", "starttls", "tls")
 DEDUP_FAIL_MODES = ("closed", "open")
+_FQDN = re.compile(r"(?=.{4,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ class Settings:
     delivery_deadline: float = 2 * 24 * 3600.0
     # the broker link's liveness (network faults): heartbeat asked of RabbitMQ
     amqp_heartbeat: int = 5
+    # The mail itself (issue 17): what the templates link to and show, where they come from, which locales exist.
+    product_url: str = "https://example.com/"
+    logo_url: str | None = None
+    templates_dir: str | None = None
+    locales: tuple[str, ...] = ("en", "zh-CN")
+    smtp_helo_hostname: str = "mail.example.com"
 
     @property
     def dedup_url(self) -> Secret | None:
@@ -150,4 +160,34 @@ class Settings:
             delivery_deadline=deadline,
             # the broker link's liveness (network faults)
             amqp_heartbeat=e.integer("AMQP_HEARTBEAT_SECONDS", 5, 1, 300),
+            **_mail_settings(e, address),
         )
+
+
+def _web_url(name: str, value: str | None) -> str | None:
+    if value is not None and not (value.startswith(("https://", "http://")) and value.isascii()
+                                  and not any(ch.isspace() or ch in '"<>' for ch in value)):
+        raise ConfigError(f"{name} must be an http(s) URL such as https://acme.test/start, got {value!r}")
+    return value
+
+
+def default_helo_hostname(sender_address: str) -> str:
+    """This host's name when it is fully qualified, else the MAIL_FROM domain: never `localhost`."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn and not fqdn.startswith("localhost") and not fqdn.endswith((".localdomain", ".local")):
+        return fqdn
+    return sender_address.rpartition("@")[2]
+
+
+def _mail_settings(e: Env, sender_address: str) -> dict:
+    helo = e.text("SMTP_HELO_HOSTNAME", default_helo_hostname(sender_address))
+    if not _FQDN.fullmatch(helo) or helo.lower().startswith("localhost"):
+        raise ConfigError(f"SMTP_HELO_HOSTNAME must be a fully qualified host name such as mail.acme.test, "
+                          f"got {helo!r}")
+    return {
+        "product_url": _web_url("PRODUCT_URL", e.text("PRODUCT_URL", "https://example.com/")),
+        "logo_url": _web_url("LOGO_URL", e.raw("LOGO_URL")),
+        "templates_dir": e.raw("TEMPLATES_DIR"),
+        "locales": parse_locales("LOCALES", e.text("LOCALES", "en,zh-CN")),
+        "smtp_helo_hostname": helo,
+    }

@@ -8,12 +8,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from .envvars import ConfigError
 from .errors import PermanentError
 from .wire import DeadLetterReason
 
 EVENT_TYPE = "user.signed_up"
 SUPPORTED_SCHEMA_VERSIONS = (1,)
-LOCALES = ("en", "zh-CN")
+# A BCP 47 language tag: language, optional script, region and variants (no extensions or private use).
+LOCALE_TAG = re.compile(r"[a-z]{2,3}(?:-[A-Z][a-z]{3})?(?:-(?:[A-Z]{2}|[0-9]{3}))?"
+                        r"(?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _EMAIL = re.compile(r"[\x21-\x7e]+@[\x21-\x7e]+")
 _FORBIDDEN_IN_NAME = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
@@ -47,6 +50,8 @@ def parse_event(body: bytes) -> UserSignedUp:
     if not isinstance(payload, dict):
         raise _invalid("body must be a JSON object")
     version = payload.get("schema_version")
+    if "event_type" not in payload or "schema_version" not in payload:
+        raise _invalid("event_type and schema_version are required")
     if payload.get("event_type") != EVENT_TYPE:
         raise PermanentError(DeadLetterReason.UNSUPPORTED_SCHEMA, f"event_type must be {EVENT_TYPE!r}")
     if type(version) is not int or version not in SUPPORTED_SCHEMA_VERSIONS:
@@ -78,6 +83,16 @@ def parse_event(body: bytes) -> UserSignedUp:
         raise _invalid("user.email must be an ASCII address")
     if not isinstance(name, str) or not 1 <= len(name) <= 100 or _FORBIDDEN_IN_NAME.search(name):
         raise _invalid("user.name must be 1-100 characters without control characters")
-    if locale not in LOCALES:
-        raise _invalid(f"user.locale must be one of {', '.join(LOCALES)}")
+    if not isinstance(locale, str) or len(locale) > 35 or not LOCALE_TAG.fullmatch(locale):
+        raise _invalid("user.locale must be a BCP 47 language tag such as en or zh-CN")
     return UserSignedUp(event_id=event_id, occurred_at=occurred_at, email=email, name=name, locale=locale)
+
+
+def parse_locales(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of BCP 47 tags, the default locale first; ConfigError naming `name` otherwise."""
+    locales = tuple(part.strip() for part in raw.split(",") if part.strip())
+    bad = [tag for tag in locales if not LOCALE_TAG.fullmatch(tag)]
+    if not locales or bad or len(set(locales)) != len(locales):
+        raise ConfigError(f"{name} must be a comma-separated list of distinct BCP 47 tags, the default first, "
+                          f"such as en,zh-CN; got {raw!r}")
+    return locales

@@ -61,6 +61,7 @@ class SmtpPool:
             validate_certs=s.smtp_tls_verify,
             cert_bundle=s.smtp_ca_file,
             timeout=s.smtp_timeout,
+            local_hostname=s.smtp_helo_hostname,
         )
 
     async def _connect(self, lease: str | None) -> aiosmtplib.SMTP:

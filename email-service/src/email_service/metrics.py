@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 from .errors import Stage
 from .wire import DeadLetterReason
@@ -60,3 +69,10 @@ class EmailMetrics:
             self.messages.labels(outcome)
         for reason in DeadLetterReason:
             self.dead_letters.labels(reason.value)
+        # The mail itself: events whose locale has no template and got the default locale's.
+        self.template_fallbacks = Counter(
+            "email_template_fallbacks", "Mails rendered with the default locale's template because the event's "
+            "locale has none.", registry=registry)
+        # The standard process_* and python_* series, as in the default registry.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            registry.register(collector)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry
 
@@ -18,22 +19,23 @@ from .health import HealthServer
 from .mailer import SmtpPool
 from .metrics import EmailMetrics
 from .retry import RetryPolicy
-from .templates import WelcomeEmail
+from .template_files import LocaleFiles
+from .templates import welcome_email
 
 log = logging.getLogger("email_service")
 
 
 class EmailService:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None,
-                 dedup: DeliveryLedger | None = None) -> None:
+                 dedup: DeliveryLedger | None = None, templates: Mapping[str, LocaleFiles] | None = None) -> None:
         self.settings = settings
         self.metrics = EmailMetrics(registry or CollectorRegistry())
         self.policy = RetryPolicy(max_attempts=settings.max_attempts, delays=settings.retry_delays,
                                   defer_delay=settings.throttle_delay, deadline_seconds=settings.delivery_deadline)
         self.budget = _send_budget(settings, self.metrics)
         self.pool = SmtpPool(settings, self.metrics, self.budget)
-        self.handler = MessageHandler(WelcomeEmail(settings.mail_from, settings.product_name), self.pool,
-                                      self.policy, self.metrics, dedup=dedup)
+        self.renderer = welcome_email(settings, templates, on_fallback=self.metrics.template_fallbacks.inc)
+        self.handler = MessageHandler(self.renderer, self.pool, self.policy, self.metrics, dedup=dedup)
         self.consumer = EmailConsumer(settings, self.handler, self.policy, self.metrics)
         self.health = HealthServer(settings.metrics_host, settings.metrics_port, self.metrics.registry,
                                    lambda: self.consumer.ready)

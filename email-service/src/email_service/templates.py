@@ -7,20 +7,24 @@ substitutes the user's name and address:
 - in the To header the name is a quoted-string when it is printable ASCII and RFC 2047 encoded-words (base64)
   otherwise, so no character of it can end the header line or start a new one (no header injection);
 - both parts are UTF-8, base64-encoded in 76-character lines (safe for any server, any script);
-- the Message-ID derives from the event id, so a redelivered event produces the same Message-ID.
+- the Message-ID derives from the event id, so a redelivered event produces the same Message-ID;
+- an event whose locale has no template gets the default locale's (`on_fallback` counts it), never an error.
+The template files themselves are read and checked in template_files.py.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.utils import formatdate, parseaddr
-from importlib import resources
+from datetime import datetime, timezone
+from email.utils import format_datetime, parseaddr
 
-from .events import LOCALES, UserSignedUp
+from .config import Settings
+from .events import UserSignedUp
+from .template_files import LocaleFiles, read_templates
 
 _CHUNK_BYTES = 45  # 45 bytes -> 60 base64 characters: an encoded word stays under the 75-character limit
 
@@ -50,8 +54,30 @@ def display_name(name: str) -> str:
     return encoded_words(name)
 
 
-def _body_base64(text: str) -> bytes:
-    return base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n")
+_LINE_BYTES = 57  # encodebytes writes 76 characters (57 bytes) a line
+
+
+def _body_base64(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class _PreparedBody:
+    """A part's base64 lines up to the last full line before the first {{name}}, encoded once, and the UTF-8 rest
+    that each mail splices the name into and encodes. Together they are the part's lines exactly."""
+
+    head: bytes
+    rest: bytes
+
+    @classmethod
+    def of(cls, text: str) -> _PreparedBody:
+        data = text.encode("utf-8")
+        first = data.find(b"{{name}}")
+        cut = (len(data) if first < 0 else first) // _LINE_BYTES * _LINE_BYTES
+        return cls(head=_body_base64(data[:cut]), rest=data[cut:])
+
+    def splice(self, name: bytes) -> bytes:
+        return self.head + _body_base64(self.rest.replace(b"{{name}}", name))
 
 
 def _crlf(text: str) -> str:
@@ -62,8 +88,8 @@ def _crlf(text: str) -> str:
 class _LocaleTemplate:
     locale: str
     subject_header: bytes
-    text: str
-    html: str
+    text: _PreparedBody
+    html: _PreparedBody
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,40 +103,56 @@ class RenderedEmail:
 class WelcomeEmail:
     """Renders the welcome email for a user.signed_up event."""
 
-    def __init__(self, mail_from: str, product_name: str) -> None:
+    def __init__(self, mail_from: str, product_name: str, *, product_url: str = "https://example.com/",
+                 logo_url: str | None = None, templates: Mapping[str, LocaleFiles] | None = None,
+                 default_locale: str = "en", on_fallback: Callable[[], object] | None = None) -> None:
         _, self.sender = parseaddr(mail_from)
         self.domain = self.sender.rpartition("@")[2]
         self._from_header = f"From: {mail_from}\r\n".encode("ascii")
-        files = resources.files("email_service").joinpath("templates")
-        subjects = json.loads(files.joinpath("subjects.json").read_text("utf-8"))
+        sources = templates if templates is not None else read_templates((default_locale,))
+        product_html = html.escape(product_name, quote=True)
+        url_html = html.escape(product_url, quote=True)
+        logo = (f'<img src="{html.escape(logo_url, quote=True)}" alt="{product_html}" height="40" '
+                f'style="display:block;height:40px;width:auto;max-width:100%;border:0;">' if logo_url else product_html)
         self._templates = {}
-        for locale in LOCALES:
-            subject = subjects[locale].replace("{{product}}", product_name)
+        for locale, files in sources.items():
+            subject = files.subject.replace("{{product}}", product_name)
             subject_value = subject if subject.isascii() else encoded_words(subject)
             self._templates[locale] = _LocaleTemplate(
                 locale=locale,
                 subject_header=f"Subject: {subject_value}\r\n".encode("ascii"),
-                text=_crlf(files.joinpath(f"welcome.{locale}.txt").read_text("utf-8")
-                           .replace("{{product}}", product_name)),
-                html=_crlf(files.joinpath(f"welcome.{locale}.html").read_text("utf-8")
-                           .replace("{{product}}", html.escape(product_name, quote=True))),
+                text=_PreparedBody.of(_crlf(files.text.replace("{{product}}", product_name)
+                                          .replace("{{product_url}}", product_url))),
+                html=_PreparedBody.of(_crlf(files.html.replace("{{logo}}", logo).replace("{{product}}", product_html)
+                                          .replace("{{product_url}}", url_html))),
             )
+        self._default = self._templates[default_locale]
+        self._on_fallback = on_fallback
         self._date_second = -1
         self._date_header = b""
+
+    @property
+    def locales(self) -> tuple[str, ...]:
+        return tuple(self._templates)
 
     def _date(self) -> bytes:
         now = int(time.time())
         if now != self._date_second:
             self._date_second = now
-            self._date_header = f"Date: {formatdate(now, usegmt=True)}\r\n".encode("ascii")
+            stamp = format_datetime(datetime.fromtimestamp(now, timezone.utc))  # "+0000", not the obsolete "GMT"
+            self._date_header = f"Date: {stamp}\r\n".encode("ascii")
         return self._date_header
 
     def render(self, event: UserSignedUp) -> RenderedEmail:
-        template = self._templates[event.locale]
+        template = self._templates.get(event.locale)
+        if template is None:
+            template = self._default
+            if self._on_fallback is not None:
+                self._on_fallback()
         message_id = f"<{event.event_id}@{self.domain}>"
         boundary = f"=_welcome_{event.event_id}"
-        text = _body_base64(template.text.replace("{{name}}", event.name))
-        html_part = _body_base64(template.html.replace("{{name}}", html.escape(event.name, quote=True)))
+        text = template.text.splice(event.name.encode("utf-8"))
+        html_part = template.html.splice(html.escape(event.name, quote=True).encode("utf-8"))
         data = b"".join((
             self._from_header,
             f"To: {display_name(event.name)}\r\n <{event.email}>\r\n".encode("ascii"),
@@ -133,3 +175,13 @@ class WelcomeEmail:
             f"--{boundary}--\r\n".encode("ascii"),
         ))
         return RenderedEmail(sender=self.sender, recipient=event.email, message_id=message_id, data=data)
+
+
+def welcome_email(settings: Settings, templates: Mapping[str, LocaleFiles] | None = None,
+                  on_fallback: Callable[[], object] | None = None) -> WelcomeEmail:
+    """The renderer the settings describe; reads (and checks) the templates unless given them already."""
+    if templates is None:
+        templates = read_templates(settings.locales, settings.templates_dir)
+    return WelcomeEmail(settings.mail_from, settings.product_name, product_url=settings.product_url,
+                        logo_url=settings.logo_url, templates=templates, default_locale=settings.locales[0],
+                        on_fallback=on_fallback)

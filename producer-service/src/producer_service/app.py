@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import logs
 from .config import Settings
-from .events import FieldError, InvalidSignup, UserSignedUp, parse_signup
+from .events import DuplicateKey, FieldError, InvalidSignup, UserSignedUp, parse_signup, refuse_duplicate_keys
 from .metrics import ROUTES, ProducerMetrics, SignupOutcome
 from .publisher import EventPublisher, PublishFailed
 
@@ -139,7 +139,10 @@ class SignupAPI:
             return problem(400, "invalid_encoding", "the body is not valid UTF-8",
                            [FieldError("body", "invalid_encoding", f"invalid UTF-8 at byte {exc.start}")])
         try:
-            payload = json.loads(text)
+            payload = json.loads(text, object_pairs_hook=refuse_duplicate_keys)
+        except DuplicateKey as exc:
+            return problem(400, "invalid_json", f"the body names {exc.key[:100]!r} twice",
+                           [FieldError("body", "duplicate_key", str(exc))])
         except ValueError as exc:
             return problem(400, "invalid_json", "the body is not valid JSON",
                            [FieldError("body", "invalid_json", str(exc))])
@@ -152,7 +155,7 @@ class SignupAPI:
             key_errors.append(FieldError("Idempotency-Key", "invalid_header",
                                          "must be 1-255 printable ASCII characters without spaces"))
         try:
-            signup = parse_signup(payload)
+            signup = parse_signup(payload, self.settings.locales)
         except InvalidSignup as exc:
             return problem(422, "validation_failed", "the signup is invalid", [*exc.errors, *key_errors])
         if key_errors:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .envvars import ConfigError, Env, Secret, redact_url
+from .events import LOCALES, parse_locales
 
 __all__ = ["ConfigError", "Secret", "Settings", "redact_url"]
 
@@ -24,6 +25,7 @@ class Settings:
     reconnect_max_delay: float = 5.0
     # the broker link's liveness (network faults): heartbeat asked of RabbitMQ
     amqp_heartbeat: int = 5
+    locales: tuple[str, ...] = ("en", "zh-CN")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -42,4 +44,5 @@ class Settings:
             reconnect_max_delay=e.number("RECONNECT_MAX_DELAY_SECONDS", 5.0, 0.1, 300),
             # the broker link's liveness (network faults)
             amqp_heartbeat=e.integer("AMQP_HEARTBEAT_SECONDS", 5, 1, 300),
+            locales=parse_locales("LOCALES", e.text("LOCALES", ",".join(LOCALES))),
         )

@@ -17,7 +17,10 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 
 EVENT_TYPE = "user.signed_up"
 SCHEMA_VERSION = 1
-LOCALES = ("en", "zh-CN")
+LOCALES = ("en", "zh-CN")  # the default of LOCALES: which locales the signup accepts, the first one the default
+# A BCP 47 language tag: language, optional script, region and variants (no extensions or private use).
+LOCALE_TAG = re.compile(r"[a-z]{2,3}(?:-[A-Z][a-z]{3})?(?:-(?:[A-Z]{2}|[0-9]{3}))?"
+                        r"(?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*")
 MAX_NAME_LENGTH = 100
 MAX_EMAIL_LENGTH = 254
 ALLOWED_FIELDS = frozenset({"email", "name", "locale"})
@@ -112,7 +115,7 @@ def _check_name(value: object, errors: list[FieldError]) -> str | None:
     return unicodedata.normalize("NFC", name)
 
 
-def parse_signup(payload: object) -> Signup:
+def parse_signup(payload: object, locales: tuple[str, ...] = LOCALES) -> Signup:
     """Validate a decoded JSON body; raise InvalidSignup naming every bad field."""
     if not isinstance(payload, dict):
         raise InvalidSignup([FieldError("body", "type", "must be a JSON object")])
@@ -128,12 +131,43 @@ def parse_signup(payload: object) -> Signup:
         errors.append(FieldError("name", "missing", "is required"))
     else:
         name = _check_name(payload["name"], errors)
-    locale = payload.get("locale", "en")
-    if locale not in LOCALES:
-        errors.append(FieldError("locale", "unknown_locale", f"must be one of {', '.join(LOCALES)}"))
+    locale = payload.get("locale", locales[0])
+    if locale not in locales:
+        errors.append(FieldError("locale", "unknown_locale", f"must be one of {', '.join(locales)}"))
     if errors:
         raise InvalidSignup(errors)
     return Signup(email=email, name=name, locale=locale)  # type: ignore[arg-type]
+
+
+def parse_locales(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of BCP 47 tags, the default locale first; ConfigError naming `name` otherwise."""
+    from .envvars import ConfigError
+
+    locales = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not locales or any(not LOCALE_TAG.fullmatch(tag) for tag in locales) or len(set(locales)) != len(locales):
+        raise ConfigError(f"{name} must be a comma-separated list of distinct BCP 47 tags, the default first, "
+                          f"such as en,zh-CN; got {raw!r}")
+    return locales
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names the same key twice (the last one would silently win)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key[:100]!r}")
+        self.key = key
+
+
+def refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """`object_pairs_hook` for json.loads: the object, or DuplicateKey naming the repeated key."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return result
 
 
 def event_id_for(idempotency_key: str | None) -> str:

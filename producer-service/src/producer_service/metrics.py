@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import enum
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 # No `_created` series: one more series per counter and histogram that no dashboard or alert uses.
 disable_created_metrics()
@@ -28,6 +37,9 @@ PUBLISH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class ProducerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # The standard process_* and python_* series, as in the default registry.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            registry.register(collector)
         self.signups = Counter("producer_signups", "Signup requests by outcome.", ["outcome"], registry=registry)
         self.publish_seconds = Histogram(
             "producer_publish_seconds", "Time from publishing an event until the broker confirmed it.",
