@@ -66,8 +66,8 @@ lock: $(BIN)/.locked ## regenerate the hashed locks from the pyprojects and requ
 	    done; \
 	done
 
-system-deps: ## install the Debian packages the tests use (prometheus: promtool and a server; haproxy: the cluster front; redis-server: dedup)
-	deploy/local/ensure-packages.sh prometheus haproxy redis-server
+system-deps: ## install the Debian packages the tests use (prometheus: promtool and a server; haproxy: the cluster front; redis-server: dedup; postfix: a real relay with limits)
+	deploy/local/ensure-packages.sh prometheus haproxy redis-server postfix
 
 broker: ## make sure RabbitMQ answers at AMQP_URL (start the local one if it is installed)
 	deploy/local/ensure-rabbitmq.sh

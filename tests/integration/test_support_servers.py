@@ -1,5 +1,5 @@
-"""The test-support layer's SMTP servers (the plain one and the throttling provider) and signup load client, against
-a real SMTP client and the real producer.
+"""The test-support layer's SMTP servers (the plain one, the throttling provider, the Postfix relay) and signup load
+client, against a real SMTP client and the real producer.
 
 Every suite counts mails and signups through these two; a behaviour they get wrong (a deferral that is recorded as
 accepted, a retry that is not made) would make those suites prove nothing.
@@ -21,6 +21,8 @@ from tests.support.smtp_server import SmtpTestServer
 from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
+
+POSTFIX_LIMITS = {"connection_count_limit": 2, "message_rate_limit": 3, "rate_time_unit": "60s"}  # postfix_relay's
 
 
 def mail(event_id: str) -> bytes:
@@ -179,6 +181,24 @@ async def test_google_throttles_at_rcpt_and_microsoft_past_three_connections_at_
     finally:
         google.stop()
         microsoft.stop()
+
+
+async def test_postfix_relay_throttles_with_its_own_replies_and_relays_what_it_accepted(postfix_relay,
+                                                                                         relay_sink) -> None:
+    first, second = await connect(postfix_relay), await connect(postfix_relay)
+    with pytest.raises(aiosmtplib.SMTPConnectResponseError) as refused:
+        await connect(postfix_relay)  # a third connection: over smtpd_client_connection_count_limit
+    assert (refused.value.code, refused.value.message) == (
+        421, "4.7.0 relay.test Error: too many connections from 127.0.0.1")
+    replies = [await send_on(first, f"p{i}") for i in range(5)]  # over smtpd_client_message_rate_limit after 3
+    assert [code for code, _ in replies] == [250, 250, 250, 450, 450]
+    assert replies[3][1] == "4.7.1 Error: too much mail from 127.0.0.1"
+    await eventually(lambda: relay_sink.count() == 3, timeout=30, what="Postfix relaying the 3 mails it accepted")
+    assert relay_sink.by_event() == {"p0": 1, "p1": 1, "p2": 1}
+    assert "Connection concurrency limit exceeded" in postfix_relay.log()
+    assert "Message delivery request rate limit exceeded" in postfix_relay.log()
+    await first.quit()
+    await second.quit()
 
 
 async def test_load_client_closed_loop_gets_every_signup_accepted(producer_factory, email_service_factory) -> None:
