@@ -104,7 +104,7 @@ def _provider_goals(pr: ProviderResult) -> list[Goal]:
                         f"{drain:.1f} s = {drain / ideal:.2f}x ideal {ideal:.1f} s",
                         delivered == backlog and drain <= 1.3 * ideal))
         if peers:
-            dead, drains = pr.median(ours, "dead_lettered"), {p: pr.median(p, "drain_s") for p in peers}
+            dead, drains = pr.median(ours, "dead_lettered"), {p: _finished_drain(pr, p) for p in peers}
             deads = {p: pr.median(p, "dead_lettered") for p in peers}
             out.append(Goal(f"provider limits, {ours}: fewer dead letters and a shorter drain than Celery and "
                             "Dramatiq",
@@ -113,5 +113,12 @@ def _provider_goals(pr: ProviderResult) -> list[Goal]:
                             f"dead {dead:.0f} vs min {min(deads.values()):.0f}; drain {drain:.1f} vs min "
                             f"{min(drains.values()):.1f} s",
                             all(dead < deads[p] or dead == deads[p] == 0 for p in peers)
-                            and all(drain < drains[p] for p in peers)))
+                            and all(_finished_drain(pr, ours) < drains[p] for p in peers)))
     return out
+
+
+def _finished_drain(pr: ProviderResult, contender: str) -> float:
+    """The median drain time, or infinity when a drain was stopped at the deadline (it did not finish)."""
+    if not all(r.drained for r in pr.runs if r.contender == contender):
+        return float("inf")
+    return pr.median(contender, "drain_s")

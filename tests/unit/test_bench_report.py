@@ -103,3 +103,10 @@ def test_provider_goals_need_everything_delivered_within_1_3x_ideal_and_beating_
         "provider limits, ours-budget: every signup delivered, drain <= 1.3x ideal": False,  # 3.5 > 3.25
         "provider limits, ours-budget: fewer dead letters and a shorter drain than Celery and Dramatiq": False}
     assert "| email-service, default settings, no budget | 100 | 0 | 0 |" in "\n".join(report._provider(pr))
+    unfinished = ProviderRun("dramatiq", 0, 100, 99, 0, 0, 1, 0, 8, 200.0, 2.5, False)  # stopped at the deadline
+    def beats(ours: ProviderRun) -> bool:
+        return [g for g in _provider_goals(ProviderResult(40, 8, 4, 200, [ours, unfinished]))
+                if "shorter drain" in g.goal][0].met
+
+    assert beats(provider_run("ours", 100, 0, 250.0))  # a finished drain beats one stopped at the deadline
+    assert not beats(ProviderRun("ours", 0, 100, 90, 0, 0, 10, 0, 8, 150.0, 2.5, False))  # unfinished: no win
