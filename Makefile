@@ -67,8 +67,8 @@ lock: $(BIN)/.locked ## regenerate the hashed locks from the pyprojects and requ
 	    done; \
 	done
 
-system-deps: ## install the Debian packages the tests use (prometheus; haproxy: cluster front; redis-server: dedup; chromium and fonts: the mail in a browser)
-	deploy/local/ensure-packages.sh prometheus haproxy redis-server chromium fonts-noto-cjk fonts-noto-color-emoji
+system-deps: ## install the Debian packages the tests use (prometheus; haproxy: cluster front; redis-server: dedup, budget; postfix: a real relay with limits; chromium and fonts: the mail in a browser)
+	deploy/local/ensure-packages.sh prometheus haproxy redis-server postfix chromium fonts-noto-cjk fonts-noto-color-emoji
 
 broker: ## make sure RabbitMQ answers at AMQP_URL (start the local one if it is installed)
 	deploy/local/ensure-rabbitmq.sh

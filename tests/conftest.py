@@ -13,6 +13,7 @@ import pytest
 from tests.support.broker import VHost, check_broker
 from tests.support.env import email_settings
 from tests.support.ports import free_port
+from tests.support.postfix import PostfixRelay
 from tests.support.redis_server import KeySpace
 from tests.support.services import RunningEmailService, RunningProducer
 from tests.support.smtp_server import SmtpTestServer
@@ -74,3 +75,22 @@ def dedup_env() -> Iterator[dict[str, str]]:
     space = KeySpace()
     yield space.env()
     space.clean()
+
+
+@pytest.fixture(scope="module")
+def relay_sink() -> Iterator[SmtpTestServer]:
+    """The SMTP server behind the module's Postfix relay: what Postfix passed on arrives here."""
+    server = SmtpTestServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def postfix_relay(request: pytest.FixtureRequest, relay_sink: SmtpTestServer) -> Iterator[PostfixRelay]:
+    """Debian's Postfix relaying to `relay_sink`, one per test module (anvil's counts carry across its tests), with
+    the limits of the module's POSTFIX_LIMITS (PostfixRelay keywords; default: Postfix's own)."""
+    relay = PostfixRelay(relay_sink.port, **getattr(request.module, "POSTFIX_LIMITS", {}))
+    relay.start()
+    yield relay
+    relay.stop()

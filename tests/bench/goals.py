@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .results import BASELINE, Results, ScalingConfig
+from .results import BASELINE, ProviderResult, Results, ScalingConfig
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,45 @@ def goals(results: Results) -> list[Goal]:
         ratio = m.ratio()
         out.append(Goal(f"RSS flat with {m.median(m.big, 'waiting'):,} waiting vs {m.small:,} (within 10%)",
                         f"{m.median(m.big)} MB vs {m.median(m.small)} MB", f"{ratio:.3f}x", ratio <= 1.10))
+    if s.provider:
+        out += _provider_goals(s.provider)
     rss = ([s.memory.median(s.memory.big)] if s.memory else []) + (
         [s.consumer.median("ours-info", 1, "peak_rss_mb")] if s.consumer else [])
     if rss:
         out.append(Goal("RSS < 100 MB per email-service process", "highest median peak RSS of one email-service",
                         f"{max(rss)} MB", max(rss) < 100))
     return out
+
+
+def _provider_goals(pr: ProviderResult) -> list[Goal]:
+    """Ours, in both modes: everything delivered within 1.3x the ideal drain, and fewer dead letters (or as few,
+    none) and a shorter drain than both peers. On medians over the rounds: the section runs one round by default."""
+    out: list[Goal] = []
+    peers = [c for c in ("celery", "dramatiq") if c in pr.contenders()]
+    for ours in (c for c in ("ours", "ours-budget") if c in pr.contenders()):
+        delivered, backlog = pr.median(ours, "delivered"), pr.median(ours, "backlog")
+        drain, ideal = pr.median(ours, "drain_s"), pr.median(ours, "ideal_s")
+        out.append(Goal(f"provider limits, {ours}: every signup delivered, drain <= 1.3x ideal",
+                        f"{delivered:.0f}/{backlog:.0f} delivered, {pr.median(ours, 'dead_lettered'):.0f} dead, "
+                        f"{pr.median(ours, 'throttling_replies'):.0f} throttling replies",
+                        f"{drain:.1f} s = {drain / ideal:.2f}x ideal {ideal:.1f} s",
+                        delivered == backlog and drain <= 1.3 * ideal))
+        if peers:
+            dead, drains = pr.median(ours, "dead_lettered"), {p: _finished_drain(pr, p) for p in peers}
+            deads = {p: pr.median(p, "dead_lettered") for p in peers}
+            out.append(Goal(f"provider limits, {ours}: fewer dead letters and a shorter drain than Celery and "
+                            "Dramatiq",
+                            f"dead: ours {dead:.0f}, " + ", ".join(f"{p} {deads[p]:.0f}" for p in peers)
+                            + f"; drain: ours {drain:.1f} s, " + ", ".join(f"{p} {drains[p]:.1f} s" for p in peers),
+                            f"dead {dead:.0f} vs min {min(deads.values()):.0f}; drain {drain:.1f} vs min "
+                            f"{min(drains.values()):.1f} s",
+                            all(dead < deads[p] or dead == deads[p] == 0 for p in peers)
+                            and all(_finished_drain(pr, ours) < drains[p] for p in peers)))
+    return out
+
+
+def _finished_drain(pr: ProviderResult, contender: str) -> float:
+    """The median drain time, or infinity when a drain was stopped at the deadline (it did not finish)."""
+    if not all(r.drained for r in pr.runs if r.contender == contender):
+        return float("inf")
+    return pr.median(contender, "drain_s")

@@ -30,7 +30,11 @@ class Settings:
     e2e_max: float = 0.0  # pipeline maximum (req/s) to use instead of measuring it; 0: measure
     scaling_seconds: float = 3.0
     backlog: int = 200_000
-    sections: str = "consumer,producer,e2e,scaling,memory"
+    provider_backlog: int = 1200  # signups queued for each contender of the provider-limits section
+    provider_rate: float = 40.0  # the throttling provider's mails/s (all connections together)
+    provider_connections: int = 8  # the provider's connection cap
+    provider_runs: int = 1  # rounds of that section (a drain can take minutes: retries wait up to 120 s)
+    sections: str = "consumer,producer,e2e,scaling,memory,provider"
     out: str = "tests/bench"
     quick: bool = False  # a smoke run with reduced sizes: its figures are not comparable
 
@@ -235,6 +239,41 @@ class MemoryResult:
                             per_round(self.runs, "rss_mb_peak", backlog=self.small))
 
 
+# ------------------------------------------------------------------------------------------- 6. provider limits
+
+@dataclass(frozen=True)
+class ProviderRun:
+    """One contender (4 processes) draining a backlog into a provider that throttles (tests/support/provider.py)."""
+    contender: str  # ours, ours-budget, celery, dramatiq
+    round: int
+    backlog: int
+    delivered: int  # distinct signups the provider accepted a mail for
+    duplicates: int  # mails beyond the first per signup
+    dead_lettered: int  # ours: email.welcome.dlq; Dramatiq: default.XQ; Celery: tasks failed for good
+    left: int  # neither delivered nor dead-lettered when the deadline passed
+    throttling_replies: int
+    max_connections: int  # most connections open at the provider at once (refused ones included)
+    drain_s: float  # from every consumer registered until every signup was settled (or the deadline)
+    ideal_s: float  # backlog / provider rate
+    drained: bool
+    note: str = ""  # e.g. that the budget was configured but the service did not report it
+
+
+@dataclass
+class ProviderResult:
+    rate: float
+    connections: int
+    processes: int
+    deadline_s: float
+    runs: list[ProviderRun]
+
+    def contenders(self) -> list[str]:
+        return list(dict.fromkeys(r.contender for r in self.runs))
+
+    def median(self, contender: str, value: str) -> float:
+        return median(getattr(r, value) for r in self.runs if r.contender == contender)
+
+
 # ------------------------------------------------------------------------------------------- the run
 
 @dataclass
@@ -244,6 +283,7 @@ class Sections:
     e2e: EndToEndResult | None = None
     scaling: ScalingResult | None = None
     memory: MemoryResult | None = None
+    provider: ProviderResult | None = None
 
 
 @dataclass

@@ -6,7 +6,10 @@
     server.reject_recipient("nobody@example.com")         # 550 for this RCPT
     server.delay = 0.5                                    # every DATA takes this long to answer
     server.queue_before_reply = True                      # like a real MTA: queued once the data is in
-    server.rules.append(rule)                             # any other reply policy (throttling, ...)
+    server.rules.append(rule)                             # any other reply to a mail whose data is in
+    server.command_rules.append(rule)                     # a reply to MAIL or RCPT (throttling at RCPT, ...)
+    server.greeting_rules.append(rule)                    # refuse a new connection at the greeting, then close it
+    server.max_open_connections, server.connection_timeline  # connections open at once, and when
     server.stop(); server.start()                         # an outage: same port, what was received is kept
 
 Invariants:
@@ -14,7 +17,10 @@ Invariants:
   the delay when `queue_before_reply`, so a client that gives up waiting has sent it all the same);
 - each recorded mail carries the monotonic time it was accepted and its event id, read from the Message-ID
   `<event_id@domain>` the email-service writes, so suites count mails per event without parsing whole messages;
-- the counters (deferred, refused, cut off) only grow, across stop()/start().
+- the counters (deferred, refused, cut off) only grow, across stop()/start();
+- every TCP connection is recorded (`connections`) from the moment it is made, before any greeting rule, so
+  `max_open_connections` counts what clients opened, those refused at the greeting included; the timeline holds
+  (monotonic time, connections open) after every change.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 ACCEPTED = "250 2.0.0 accepted"
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<([^@>\s]+)@", re.IGNORECASE | re.MULTILINE)
@@ -41,6 +47,27 @@ _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<([^@>\s]+)@", re.IGNORECASE | re.
 # A reply rule sees every mail whose data is in and may answer it with a reply other than 250 (None: no opinion).
 # It runs under the server's lock, in the server's thread, and may read the server (count(), received(), ...).
 ReplyRule = Callable[["SmtpTestServer", Envelope], str | None]
+
+
+@dataclass(eq=False)
+class Connection:
+    """One TCP connection a client made to the server."""
+    index: int  # 0, 1, ... in the order the connections were made (across stop()/start())
+    peer: tuple[str, int]
+    opened_at: float  # time.monotonic()
+    closed_at: float | None = None
+    refused_with: str | None = None  # the greeting rule's reply that refused it; None: greeted with 220
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None
+
+
+# A greeting rule sees every new connection before it is greeted and may refuse it (a reply instead of the 220; the
+# server then closes it). A command rule sees MAIL and RCPT ("mail", "rcpt") and may answer other than 250. Both run
+# under the server's lock, in the server's thread, like reply rules; None: no opinion.
+GreetingRule = Callable[["SmtpTestServer", Connection], str | None]
+CommandRule = Callable[["SmtpTestServer", str, Connection], str | None]
 
 
 @dataclass(frozen=True)
@@ -66,12 +93,63 @@ def event_id_of(data: bytes) -> str | None:
     return match.group(1).decode("ascii", "replace") if match else None
 
 
+class _TrackedSMTP(SMTP):
+    """aiosmtpd's protocol, telling the test server of every connection made and lost, and refusing one at the
+    greeting when a greeting rule says so (through the asyncio protocol's own methods, before aiosmtpd greets)."""
+
+    def __init__(self, test_server: SmtpTestServer, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.test_server = test_server
+        self.tracked: Connection | None = None
+        self.made = False
+
+    def connection_made(self, transport: Any) -> None:
+        if self.made:  # made again by STARTTLS: the same TCP connection
+            super().connection_made(transport)
+            return
+        self.made = True
+        self.tracked = self.test_server.connection_opened(transport.get_extra_info("peername"))
+        if self.tracked is not None and self.tracked.refused_with is not None:
+            transport.write(f"{self.tracked.refused_with}\r\n".encode())
+            transport.close()  # flushes the reply first
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.tracked is not None:
+            self.test_server.connection_closed(self.tracked)
+            if self.tracked.refused_with is not None:
+                return  # aiosmtpd never saw this connection
+        super().connection_lost(error)
+
+
+class _Controller(Controller):
+    def __init__(self, test_server: SmtpTestServer, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.test_server = test_server
+
+    def factory(self) -> SMTP:  # aiosmtpd's documented way to use a protocol of one's own
+        return _TrackedSMTP(self.test_server, self.handler, **self.SMTP_kwargs)
+
+
 class _Handler:
     def __init__(self, server: SmtpTestServer) -> None:
         self.server = server
 
+    async def handle_MAIL(self, server: Any, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        reply = self.server.command_reply("mail", session)
+        if reply is not None:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
+        reply = self.server.command_reply("rcpt", session)
+        if reply is not None:
+            return reply
         reply = self.server.recipient_replies.get(address.lower())
         if reply is not None:
             with self.server.lock:
@@ -111,6 +189,15 @@ class SmtpTestServer:
         self.mails: list[ReceivedMail] = []
         self.recipient_replies: dict[str, str] = {}
         self.rules: list[ReplyRule] = []
+        self.command_rules: list[CommandRule] = []
+        self.greeting_rules: list[GreetingRule] = []
+        self.connections: list[Connection] = []
+        self.open_connections = 0
+        self.max_open_connections = 0
+        self.connection_timeline: list[tuple[float, int]] = []  # (monotonic time, open connections) after each change
+        self.command_replies = 0  # MAIL/RCPT answered by a command rule
+        self._open_by_peer: dict[tuple[str, int], Connection] = {}
+        self._serving = False  # False while aiosmtpd's controller probes its own port at start: not a client
         self.delay = 0.0
         self.queue_before_reply = False
         self.deferrals = 0  # mails still to answer with deferral_reply (defer_next)
@@ -153,10 +240,12 @@ class SmtpTestServer:
 
     def start(self) -> None:
         assert self._controller is None, "already running"
-        controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, server_hostname="localhost",
-                                ready_timeout=10, **self._controller_kwargs)
+        controller = _Controller(self, _Handler(self), hostname="127.0.0.1", port=self.port,
+                                 server_hostname="localhost", ready_timeout=10, **self._controller_kwargs)
         controller.start()
         self._controller = controller
+        with self.lock:
+            self._serving = True
 
     def stop(self) -> None:
         """Go down hard: sessions in progress are cut off, new connections are refused."""
@@ -164,9 +253,13 @@ class SmtpTestServer:
             return
         with self.lock:
             self.cut_off_in_data += self.active
+            self._serving = False
         self._controller.stop()
         self._controller = None
         self.stops += 1
+        with self.lock:  # connections the stop cut off may not all have reported their loss
+            for conn in list(self._open_by_peer.values()):
+                self.connection_closed(conn)
 
     # -- behaviour
 
@@ -182,6 +275,47 @@ class SmtpTestServer:
 
     def reject_recipient(self, address: str, reply: str = "550 5.1.1 no such user") -> None:
         self.recipient_replies[address.lower()] = reply
+
+    def connection_opened(self, peer: tuple[str, int]) -> Connection | None:
+        """Record a new connection and ask the greeting rules whether to refuse it (called by the protocol; None:
+        the controller's own probe at start, not recorded)."""
+        with self.lock:
+            if not self._serving:
+                return None
+            conn = Connection(len(self.connections), peer, time.monotonic())
+            self.connections.append(conn)
+            self._open_by_peer[peer] = conn
+            self._count_open(+1)
+            for rule in self.greeting_rules:
+                if (reply := rule(self, conn)) is not None:
+                    conn.refused_with = reply
+                    break
+            return conn
+
+    def connection_closed(self, conn: Connection) -> None:
+        with self.lock:
+            if conn.closed_at is not None:
+                return
+            conn.closed_at = time.monotonic()
+            self._open_by_peer.pop(conn.peer, None)
+            self._count_open(-1)
+
+    def _count_open(self, change: int) -> None:
+        self.open_connections += change
+        self.max_open_connections = max(self.max_open_connections, self.open_connections)
+        self.connection_timeline.append((time.monotonic(), self.open_connections))
+
+    def command_reply(self, stage: str, session: Session) -> str | None:
+        """The command rules' answer to MAIL or RCPT on the session's connection (None: go on as usual)."""
+        with self.lock:
+            conn = self._open_by_peer.get(session.peer) if session.peer else None
+            if conn is None:
+                return None
+            for rule in self.command_rules:
+                if (reply := rule(self, stage, conn)) is not None:
+                    self.command_replies += 1
+                    return reply
+            return None
 
     def reply_for(self, envelope: Envelope) -> str:
         """The answer to a mail whose data is in (called under the lock)."""

@@ -10,9 +10,17 @@ from pathlib import Path
 import pytest
 
 from tests.bench import publish, report, results
-from tests.bench.goals import goals
+from tests.bench.goals import _provider_goals, goals
 from tests.bench.ratios import paired_ratio, per_round
-from tests.bench.results import BASELINE, Drain, ScalingConfig, ScalingResult, ScalingRun
+from tests.bench.results import (
+    BASELINE,
+    Drain,
+    ProviderResult,
+    ProviderRun,
+    ScalingConfig,
+    ScalingResult,
+    ScalingRun,
+)
 
 COMMITTED = Path(__file__).resolve().parents[1] / "bench" / "results.json"
 
@@ -79,3 +87,26 @@ def test_committed_tables_are_the_generated_ones() -> None:
                         (root / "docs" / "benchmarks.md", report.results_block(loaded))):
         text = path.read_text()
         assert publish.replace_block(text, block, str(path)) == text, f"{path} differs: run make bench-report"
+
+
+def provider_run(contender: str, delivered: int, dead: int, drain_s: float) -> ProviderRun:
+    return ProviderRun(contender, 0, 100, delivered, 0, dead, 100 - delivered - dead, 3, 8, drain_s, 2.5, True)
+
+
+def test_provider_goals_need_everything_delivered_within_1_3x_ideal_and_beating_both_peers() -> None:
+    pr = ProviderResult(40, 8, 4, 200, [provider_run("ours", 100, 0, 3.0), provider_run("ours-budget", 100, 0, 3.5),
+                                        provider_run("celery", 90, 10, 20.0), provider_run("dramatiq", 100, 0, 3.2)])
+    met = {g.goal: g.met for g in _provider_goals(pr)}
+    assert met == {
+        "provider limits, ours: every signup delivered, drain <= 1.3x ideal": True,  # 3.0 <= 3.25
+        "provider limits, ours: fewer dead letters and a shorter drain than Celery and Dramatiq": True,
+        "provider limits, ours-budget: every signup delivered, drain <= 1.3x ideal": False,  # 3.5 > 3.25
+        "provider limits, ours-budget: fewer dead letters and a shorter drain than Celery and Dramatiq": False}
+    assert "| email-service, default settings, no budget | 100 | 0 | 0 |" in "\n".join(report._provider(pr))
+    unfinished = ProviderRun("dramatiq", 0, 100, 99, 0, 0, 1, 0, 8, 200.0, 2.5, False)  # stopped at the deadline
+    def beats(ours: ProviderRun) -> bool:
+        return [g for g in _provider_goals(ProviderResult(40, 8, 4, 200, [ours, unfinished]))
+                if "shorter drain" in g.goal][0].met
+
+    assert beats(provider_run("ours", 100, 0, 250.0))  # a finished drain beats one stopped at the deadline
+    assert not beats(ProviderRun("ours", 0, 100, 90, 0, 0, 10, 0, 8, 150.0, 2.5, False))  # unfinished: no win

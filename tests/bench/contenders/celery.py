@@ -57,3 +57,22 @@ class CeleryApp:
 
     def start(self, bed: Testbed) -> tuple[ServiceProcess, int]:
         return start_uvicorn(bed, self.key, "celery_app:app", {})
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitedCeleryWorkers(CeleryWorker):
+    """Celery for the provider-limits section (tests/bench/peers/celery_limited.py): one worker node per process,
+    each with `rate_limit` = the provider's rate / the number of nodes."""
+    rate: float
+    failures_file: str
+
+    def consumers_registered(self, processes: int) -> int:
+        return processes  # one node each
+
+    def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[ServiceProcess]:
+        env = {**peer_env(bed, smtp_port), "BENCH_RATE_LIMIT": f"{self.rate / processes:g}/s",
+               "BENCH_FAILURES_FILE": self.failures_file}
+        return [bed.processes.start(f"celery-{i}", [
+            str(BENCH_BIN / "celery"), "-A", "celery_limited", "worker", "-P", "prefork", "-c", "1",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning",
+            "-n", f"limited{i}-{bed.tag}@%h"], env=env, cwd=PEERS) for i in range(processes)]

@@ -42,3 +42,19 @@ class DramatiqWorker:
     def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[ServiceProcess]:
         return [bed.processes.start("dramatiq", [str(BENCH_BIN / "dramatiq"), "dramatiq_worker", "-p", str(processes)],
                                     env=peer_env(bed, smtp_port), cwd=PEERS)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitedDramatiqWorker(DramatiqWorker):
+    """Dramatiq for the provider-limits section (tests/bench/peers/dramatiq_limited.py): its Redis rate limiters
+    set to the provider's rate and connection cap, shared by every process."""
+    redis_url: str
+    rate: float
+    connections: int
+    limiter_prefix: str
+
+    def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[ServiceProcess]:
+        env = {**peer_env(bed, smtp_port), "BENCH_REDIS_URL": self.redis_url, "BENCH_RATE": str(self.rate),
+               "BENCH_CONNECTIONS": str(self.connections), "BENCH_LIMITER_PREFIX": self.limiter_prefix}
+        return [bed.processes.start("dramatiq", [str(BENCH_BIN / "dramatiq"), "dramatiq_limited", "-p",
+                                                 str(processes)], env=env, cwd=PEERS)]

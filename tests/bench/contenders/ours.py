@@ -3,7 +3,7 @@ tests/support/env.py (the settings every suite uses) with the benchmark's overri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tests.support.env import email_env, producer_env
@@ -26,10 +26,12 @@ class EmailService:
     concurrency: int = 16
     pool_size: int | None = None  # SMTP_POOL_SIZE; None: the service's default (= CONCURRENCY)
     queue: str = "email.welcome"
+    overrides: dict[str, str | None] = field(default_factory=dict)  # None: drop the test default, use the service's
+    name: str = ""  # the key in the results; "": ours-<log level>
 
     @property
     def key(self) -> str:
-        return f"ours-{self.log_level}"
+        return self.name or f"ours-{self.log_level}"
 
     def consumers_registered(self, processes: int) -> int:
         return processes
@@ -48,6 +50,11 @@ class EmailService:
         env = email_env(amqp_url or bed.broker.url, smtp_port, metrics_port=metrics_port,
                         CONCURRENCY=self.concurrency, LOG_LEVEL=self.log_level, MAIL_FROM=MAIL_FROM,
                         SHUTDOWN_TIMEOUT_SECONDS=5, **pool)
+        for name, value in self.overrides.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         return bed.processes.start("email-service", [str(SERVICES_BIN / "email-service"), "run"], env), metrics_port
 
 
