@@ -40,7 +40,8 @@ SPEC_ENV = {
               "SMTP_TLS_VERIFY", "SMTP_TIMEOUT_SECONDS", "MAIL_FROM", "PRODUCT_NAME", "METRICS_HOST",
               "METRICS_PORT", "CONCURRENCY", "MAX_ATTEMPTS", "RETRY_DELAYS", "SHUTDOWN_TIMEOUT_SECONDS",
               "RECONNECT_MAX_DELAY_SECONDS", "AMQP_HEARTBEAT_SECONDS", "LOG_LEVEL", "DEDUP_URL", "DEDUP_TTL_SECONDS",
-              "DEDUP_FAIL_MODE", "DEDUP_KEY_PREFIX", "PRODUCT_URL", "LOCALES"},
+              "DEDUP_FAIL_MODE", "DEDUP_KEY_PREFIX", "PRODUCT_URL", "LOCALES", "THROTTLE_DELAY_SECONDS",
+              "DELIVERY_DEADLINE_SECONDS"},
 }
 SECRET_ENV = {"AMQP_URL", "SMTP_USERNAME", "SMTP_PASSWORD", "DEDUP_URL"}
 
@@ -53,7 +54,8 @@ def test_every_variable_comes_from_the_configmap_or_the_secret(value_set):
         configmap = one(objects, "ConfigMap", deployment["metadata"]["name"])
         from_secret = {e["name"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
         provided = set(configmap["data"]) | from_secret
-        optional = {"SMTP_CA_FILE", "SMTP_POOL_SIZE", "LOGO_URL", "SMTP_HELO_HOSTNAME", "TEMPLATES_DIR"}
+        optional = {"SMTP_CA_FILE", "SMTP_POOL_SIZE", "LOGO_URL", "SMTP_HELO_HOSTNAME", "TEMPLATES_DIR",
+                    "SEND_RATE_LIMIT", "SMTP_MAX_CONNECTIONS"}
         assert SPEC_ENV[component] <= provided, SPEC_ENV[component] - provided
         assert provided - SPEC_ENV[component] <= optional
         assert from_secret == SPEC_ENV[component] & SECRET_ENV, "credentials only from the Secret"

@@ -27,12 +27,13 @@ RUNBOOK_BASE = "https://github.com/example/welcome-mail/blob/main/docs/operation
 
 # --- what exists: the metric names of SPEC.md plus the broker's per-queue series -------------------------
 
-_COUNTERS = ["producer_signups_total", "email_messages_total", "email_dead_letters_total"]
+_COUNTERS = ["producer_signups_total", "email_messages_total", "email_dead_letters_total", "email_smtp_throttled_total"]
 _HISTOGRAMS = [
     "producer_publish_seconds",
     "producer_http_request_duration_seconds",
     "email_send_seconds",
     "email_end_to_end_seconds",
+    "email_send_budget_wait_seconds",
 ]
 _GAUGES = [
     "producer_broker_connected",
@@ -41,6 +42,10 @@ _GAUGES = [
     "email_smtp_pool_size",
     "email_smtp_connections_open",
     "email_smtp_connections_in_use",
+    "email_smtp_concurrency_limit",
+    "email_send_budget_rate",
+    "email_send_budget_connections",
+    "email_send_budget_shared",
 ]
 # rabbitmq_prometheus, GET /metrics/detailed?family=queue_coarse_metrics (labels vhost, queue).
 _RABBITMQ = [
@@ -66,10 +71,12 @@ _QUEUE = re.compile(r"email\.welcome(\.dlq|\.retry\.\d+)?")
 KNOWN_LABEL_VALUES: dict[str, dict[str, object]] = {
     "producer_signups_total": {"outcome": {"accepted", "invalid", "unavailable"}},
     "producer_http_request_duration_seconds": {"status_class": {"2xx", "3xx", "4xx", "5xx"}},
-    "email_messages_total": {"outcome": {"sent", "retried", "dead_lettered", "duplicate"}},
+    "email_messages_total": {"outcome": {"sent", "retried", "deferred", "dead_lettered", "duplicate"}},
     "email_dead_letters_total": {
-        "reason": {"undecodable", "invalid_event", "unsupported_schema", "smtp_rejected", "retries_exhausted"}
+        "reason": {"undecodable", "invalid_event", "unsupported_schema", "smtp_rejected", "retries_exhausted",
+                   "deadline_exceeded"}
     },
+    "email_smtp_throttled_total": {"stage": {"connect", "helo", "mail", "rcpt", "data"}},
     **{name: {"queue": _QUEUE} for name in _RABBITMQ},
 }
 

@@ -164,6 +164,8 @@ def expected_reason(body: bytes) -> frozenset[str] | None:
         return frozenset({"undecodable"})
     if not isinstance(value, dict):
         return frozenset({"invalid_event"})
+    if "event_type" not in value or "schema_version" not in value:
+        return frozenset({"invalid_event"})  # the wrong shape; unsupported_schema is for values present but unknown
     version = value.get("schema_version")
     if value.get("event_type") != "user.signed_up" or type(version) is not int or version != 1:
         return frozenset({"unsupported_schema"})

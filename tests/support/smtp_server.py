@@ -1,7 +1,7 @@
 """The one SMTP test server of the suites: aiosmtpd in a thread on a fixed loopback port, told how to misbehave.
 
     server = SmtpTestServer(free_port()); server.start()
-    server.defer_next(2, "451 4.3.0 try again later")    # the next two mails get a 4xx
+    server.defer_next(2, "451 4.3.0 temporary local problem")    # the next two mails get a 4xx
     server.fail_with("421 4.3.2 try later")               # every mail, until fail_with(None)
     server.reject_recipient("nobody@example.com")         # 550 for this RCPT
     server.delay = 0.5                                    # every DATA takes this long to answer
@@ -201,7 +201,7 @@ class SmtpTestServer:
         self.delay = 0.0
         self.queue_before_reply = False
         self.deferrals = 0  # mails still to answer with deferral_reply (defer_next)
-        self.deferral_reply = "451 4.3.0 try again later"
+        self.deferral_reply = "451 4.3.0 temporary local problem"
         self.failing_reply: str | None = None  # answer every mail with this while set (fail_with)
         self.deferred = 0  # mails answered with anything but 250
         self.refused = 0  # RCPT refused
@@ -263,7 +263,7 @@ class SmtpTestServer:
 
     # -- behaviour
 
-    def defer_next(self, count: int, reply: str = "451 4.3.0 try again later") -> None:
+    def defer_next(self, count: int, reply: str = "451 4.3.0 temporary local problem") -> None:
         with self.lock:
             self.deferrals = count
             self.deferral_reply = reply

@@ -7,14 +7,14 @@ import asyncio
 import aiosmtplib
 import pytest
 
-from email_service.errors import DeadLetterReason, PermanentError, TransientError, classify
+from email_service.errors import DeadLetterReason, PermanentError, Throttled, TransientError, classify
 from email_service.retry import RetryPolicy, attempt_of
 from email_service.wire import ATTEMPT_NUMBER_HEADER, LEGACY_ATTEMPT_NUMBER_HEADER
 
 
 @pytest.mark.parametrize("exc,kind", [
     (aiosmtplib.SMTPResponseException(451, "try later"), TransientError),
-    (aiosmtplib.SMTPResponseException(421, "closing"), TransientError),
+    (aiosmtplib.SMTPResponseException(421, "closing"), Throttled),
     (aiosmtplib.SMTPResponseException(554, "rejected"), PermanentError),
     (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no such user", "a@b.c")]), PermanentError),
     (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(450, "mailbox busy", "a@b.c")]), TransientError),
