@@ -13,10 +13,11 @@ replica that died return after at most LEASE_SECONDS. A replica also renews a me
 than its share of the connections (the cap divided by the live replicas, rounded up): a replica that started later
 gets connections as soon as the others trim their surplus (the pool closes connections above `connection_share`).
 
-While Redis is unreachable each replica goes on alone with the share it last saw: rate / replicas and
-max(1, connections // replicas), `replicas` being the count at the last renewal (1 if there was none). The provider
-then sees at most the budget, plus one full budget for each replica started during the outage (it never saw the
-others) and at most one connection per replica above the cap when the cap is smaller than the replica count.
+While Redis is unreachable each replica goes on alone with the share it last saw: rate / replicas and max(1,
+connections // replicas), `replicas` being the live count at the last reservation or renewal (1 if there was none),
+its pace continuing after the last moment it had reserved in Redis (so the switch does not add a burst). The
+provider then sees at most the budget, plus one full budget for each replica started during the outage (it never saw
+the others) and at most one connection per replica above the cap when the cap is smaller than the replica count.
 Nothing is dead-lettered or counted as an attempt because of Redis; the renewal task reconnects every RENEW_SECONDS.
 """
 
@@ -48,10 +49,11 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local wait = tat - now
-if wait > tonumber(ARGV[2]) then return {0, wait} end
+local replicas = redis.call('ZCOUNT', KEYS[2], now, '+inf')
+if wait > tonumber(ARGV[2]) then return {0, wait, replicas} end
 local next_tat = tat + tonumber(ARGV[1])
 redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.floor((next_tat - now) / 1000) + 1000)
-return {1, wait}
+return {1, wait, replicas}
 """
 
 _LEASE = """
@@ -120,13 +122,17 @@ class SendBudget:
             return 0.0
         if self.shared:
             try:
-                granted, wait_us = await self._reserve(keys=[self._keys[0]],
-                                                       args=[int(1e6 / self.rate), int(max_wait * 1e6)])
+                granted, wait_us, replicas = await self._reserve(keys=[self._keys[0], self._keys[2]],
+                                                                 args=[int(1e6 / self.rate), int(max_wait * 1e6)])
             except (RedisError, OSError) as exc:
                 self._lost(exc)
             else:
+                self.replicas = max(1, int(replicas))
                 if not granted:
                     raise Throttled(f"send budget: next free moment in {wait_us / 1e6:.2f}s", None)
+                # Where the local share would go on from, should Redis go away: after the moments already
+                # reserved there (reservations reach at most max_wait ahead, interleaved across replicas).
+                self._local_next = time.monotonic() + wait_us / 1e6 + self.replicas / self.rate
                 return float(wait_us) / 1e6
         return self._reserve_locally(max_wait)
 
