@@ -57,10 +57,18 @@ async def drain(vhost, tmp_path, **settings: object) -> tuple[ThrottlingSmtpServ
                          what=f"{BACKLOG} mails through a provider allowing {RATE:g}/s")
         seconds = time.monotonic() - started
     finally:
-        await fleet.stop_all()
-        fleet.cleanup()
-        provider.stop()
+        await shut_down(fleet, provider)
     return provider, seconds, ids
+
+
+async def every_mail_sent(provider: ThrottlingSmtpServer, ids: list[str], what: str) -> None:
+    await eventually(lambda: all(provider.by_event()[e] >= 1 for e in ids), timeout=60, interval=0.2, what=what)
+
+
+async def shut_down(fleet: ConsumerFleet, provider: ThrottlingSmtpServer) -> None:
+    await fleet.stop_all()
+    fleet.cleanup()
+    provider.stop()
 
 
 def one_mail_each(provider: ThrottlingSmtpServer, ids: list[str]) -> None:
@@ -111,12 +119,9 @@ async def test_connection_leases_of_a_killed_process_return_within_the_lease_tim
         await eventually(lambda: len(provider.mails) > sent_before, timeout=LEASE_SECONDS + 10, interval=0.1,
                          what="the second process getting a connection slot")
         returned_after = time.monotonic() - killed_at
-        await eventually(lambda: all(provider.by_event()[e] >= 1 for e in ids), timeout=60, interval=0.2,
-                         what="every mail, the killed process's unacked ones included")
+        await every_mail_sent(provider, ids, "every mail, the killed process's unacked ones included")
     finally:
-        await fleet.stop_all()
-        fleet.cleanup()
-        provider.stop()
+        await shut_down(fleet, provider)
     print(f"\nslots back {returned_after:.1f}s after the SIGKILL (lease {LEASE_SECONDS}s)")
     assert 0.5 * LEASE_SECONDS <= returned_after <= LEASE_SECONDS + 5  # not before: they were held
     assert provider.max_open_connections <= 2
@@ -145,12 +150,9 @@ async def test_redis_stopped_mid_run_with_a_budget_loses_nothing(vhost, tmp_path
             return shared == [0, 0]
 
         await eventually(on_their_own_share, timeout=20, what="both processes on their own share of the budget")
-        await eventually(lambda: all(provider.by_event()[e] >= 1 for e in ids), timeout=60, interval=0.2,
-                         what="every mail with Redis down")
+        await every_mail_sent(provider, ids, "every mail with Redis down")
     finally:
-        await fleet.stop_all()
-        fleet.cleanup()
-        provider.stop()
+        await shut_down(fleet, provider)
         redis.stop()
     print(f"\nRedis down: {provider.throttling_replies()} throttling replies, "
           f"{provider.max_rate(5.0):.1f} mails/s at most over 5 s (budget {RATE:g})")
