@@ -159,3 +159,31 @@ async def test_redis_stopped_mid_run_with_a_budget_loses_nothing(vhost, tmp_path
     assert await read_queue(vhost.url, DLQ) == []
     assert provider.max_open_connections <= CAP
     assert provider.max_rate(5.0) <= 1.1 * RATE  # each of the 2 replicas on half the budget
+
+
+async def test_scaling_from_one_process_to_four_mid_run_keeps_the_aggregate_rate_on_the_budget(vhost, tmp_path,
+                                                                                             dedup_env):
+    # A provider without limits of its own: what it receives is the budget's doing alone.
+    provider = ThrottlingSmtpServer(free_port(), rate=None, max_connections=None, personality=SES)
+    provider.start()
+    ids = event_ids(800)
+    env = email_env(vhost.url, provider.port, SEND_RATE_LIMIT=RATE, SMTP_MAX_CONNECTIONS=CAP, DEDUP_ENABLED="false",
+                    **dedup_env)
+    fleet = ConsumerFleet(env, 4, tmp_path)
+    try:
+        fleet.start(0)
+        await fleet.wait_ready(0)
+        await publish_raw(vhost.url, [event_body(event_id=event_id) for event_id in ids])
+        await eventually(lambda: len(provider.mails) >= 200, timeout=30, what="200 mails from the first process")
+        for slot in (1, 2, 3):  # as `kubectl scale --replicas=4` would, while the backlog drains
+            fleet.start(slot)
+        await every_mail_sent(provider, ids, "the backlog drained by four processes")
+    finally:
+        await shut_down(fleet, provider)
+    rates = provider.window_rates(5.0)
+    print(f"\n1 -> 4 processes: {', '.join(f'{rate:.1f}' for rate in rates)} mails/s per 5 s window, "
+          f"{provider.max_rate(5.0):.1f} at most over any 5 s (budget {RATE:g})")
+    one_mail_each(provider, ids)
+    assert provider.max_rate(5.0) <= 1.1 * RATE
+    assert min(rates) >= 0.9 * RATE
+    assert provider.max_open_connections <= CAP

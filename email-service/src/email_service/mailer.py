@@ -5,10 +5,11 @@ reused. A connection that failed in any way is closed and dropped, never reused;
 A reused connection the server had quietly closed (idle timeout) gets one immediate second try on a new one.
 
 Every send first takes a slot of this process's SendGovernor (how many exchanges at once, how fast: it slows down
-when the provider throttles) and a moment of the deployment-wide SendBudget (when one is configured); a new
-connection also needs a connection lease of the budget. All that waiting is bounded by MAX_WAIT_SECONDS: beyond
-it the send raises Throttled and the mail waits in RabbitMQ (deferred), not here. Idle connections above the
-governor's limit or the budget's connection share are closed, so a lowered limit frees the provider's slots.
+when the provider throttles), then a connection (a new one needs a connection lease of the deployment-wide
+SendBudget, when one is configured), then a moment of the budget's rate. All that waiting is bounded by
+MAX_WAIT_SECONDS: beyond it the send raises Throttled and the mail waits in RabbitMQ (deferred), not here. Idle
+connections above the governor's limit or the budget's connection share are closed, so a lowered limit frees the
+provider's slots.
 """
 
 from __future__ import annotations
@@ -93,51 +94,54 @@ class SmtpPool:
             await self.budget.release_connection(lease)
 
     async def send(self, mail: RenderedEmail) -> float:
-        """Send one mail; returns the seconds it waited for a slot, the budget or a connection. Raises what
+        """Send one mail; returns the seconds it waited for a slot, a connection or the budget. Raises what
         aiosmtplib raised, or Throttled when that wait would exceed MAX_WAIT_SECONDS."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + MAX_WAIT_SECONDS
+        deadline = asyncio.get_running_loop().time() + MAX_WAIT_SECONDS
         async with self.governor.slot(MAX_WAIT_SECONDS):
-            if self.budget is not None:
-                wait = await self.budget.reserve(max(0.0, deadline - loop.time()))
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            waited = MAX_WAIT_SECONDS - (deadline - loop.time())
-            self.in_use += 1
             try:
-                await self._send_on_pooled(mail, deadline)
+                waited = await self._send(mail, deadline)
             except Exception as exc:
                 failure = classify(exc)
                 if isinstance(failure, Throttled) and failure.stage is not None:
                     self.governor.throttled(failure.stage)
                     self._metrics.smtp_throttled.labels(failure.stage.value).inc()
                 raise
-            finally:
-                self.in_use -= 1
             self.governor.accepted()
         return waited
 
-    async def _send_on_pooled(self, mail: RenderedEmail, deadline: float) -> None:
-        while self._idle:
-            client, lease = self._idle.pop()
-            if not client.is_connected:
-                await self._discard(client, lease)
-                continue
-            try:
-                await client.sendmail(mail.sender, [mail.recipient], mail.data)
-            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
-                # The server closed an idle connection; try once more on a fresh one below.
-                await self._discard(client, lease)
-                break
-            except BaseException:
-                await self._discard(client, lease)
-                raise
+    async def _send(self, mail: RenderedEmail, deadline: float) -> float:
+        """A connection first, then the budget's moment, then the mail: a moment is reserved only by a sender that
+        can use it at once, so a replica still waiting for a connection (one just scaled out) does not pile up
+        moments it would then spend all together."""
+        client, lease, reused = await self._checkout(deadline, reuse=True)
+        try:
+            await self._wait_for_budget(deadline)
+        except BaseException:
             await self._put_back(client, lease)
-            return
-        lease = await self._lease(deadline)
-        if lease is _REUSED:
-            return await self._send_on_pooled(mail, deadline)
-        client = await self._connect(lease)
+            raise
+        waited = MAX_WAIT_SECONDS - (deadline - asyncio.get_running_loop().time())
+        self.in_use += 1
+        try:
+            try:
+                await self._transmit(client, lease, mail)
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                if not reused:
+                    raise
+                # The server had closed the idle connection: once more on a fresh one (the moment is still ours).
+                client, lease, _ = await self._checkout(deadline, reuse=False)
+                await self._transmit(client, lease, mail)
+        finally:
+            self.in_use -= 1
+        return waited
+
+    async def _wait_for_budget(self, deadline: float) -> None:
+        if self.budget is not None:
+            wait = await self.budget.reserve(max(0.0, deadline - asyncio.get_running_loop().time()))
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def _transmit(self, client: aiosmtplib.SMTP, lease: str | None, mail: RenderedEmail) -> None:
+        """Send on `client`: back to the pool after a 250, closed and dropped after any failure."""
         try:
             await client.sendmail(mail.sender, [mail.recipient], mail.data)
         except BaseException:
@@ -145,14 +149,26 @@ class SmtpPool:
             raise
         await self._put_back(client, lease)
 
-    async def _lease(self, deadline: float) -> str | None:
+    async def _checkout(self, deadline: float, *, reuse: bool) -> tuple[aiosmtplib.SMTP, str | None, bool]:
+        """An idle connection (when `reuse`) or a new one with its lease; the flag says whether it was reused."""
+        while reuse and self._idle:
+            client, lease = self._idle.pop()
+            if client.is_connected:
+                return client, lease, True
+            await self._discard(client, lease)
+        lease = await self._lease(deadline, reuse=reuse)
+        if lease is _REUSED:
+            return await self._checkout(deadline, reuse=True)
+        return await self._connect(lease), lease, False
+
+    async def _lease(self, deadline: float, *, reuse: bool) -> str | None:
         """A connection lease of the budget (None without a budget), or _REUSED when an idle connection came back
-        while waiting for one. Raises Throttled at the deadline."""
+        while waiting for one (and `reuse`). Raises Throttled at the deadline."""
         if self.budget is None:
             return None
         loop = asyncio.get_running_loop()
         while (lease := await self.budget.lease_connection()) is None:
-            if self._idle:
+            if reuse and self._idle:
                 return _REUSED
             remaining = deadline - loop.time()
             if remaining <= 0:
