@@ -28,6 +28,7 @@ BACKLOG = 1_000
 PROCESSES = 3
 IDEAL_SECONDS = BACKLOG / RATE
 DLQ = "email.welcome.dlq"
+WORK_QUEUE = "email.welcome"
 
 
 LEASE_SECONDS = 15  # email_service.budget.LEASE_SECONDS
@@ -187,3 +188,29 @@ async def test_scaling_from_one_process_to_four_mid_run_keeps_the_aggregate_rate
     assert provider.max_rate(5.0) <= 1.1 * RATE
     assert min(rates) >= 0.9 * RATE
     assert provider.max_open_connections <= CAP
+
+
+async def test_a_throttled_process_lowers_its_prefetch_so_mail_waits_in_rabbitmq(vhost, tmp_path):
+    provider = ThrottlingSmtpServer(free_port(), rate=None, max_connections=2, personality=SES)
+    provider.delay = 0.2  # exchanges last long enough for 16 at once to be tried: 5 mails/s per connection
+    provider.start()
+    capped, lifted = event_ids(500)[:100], event_ids(500)[100:]
+    fleet = ConsumerFleet(email_env(vhost.url, provider.port, CONCURRENCY=16), 1, tmp_path)
+    try:
+        fleet.start(0)
+        await fleet.wait_ready(0)
+        assert vhost.prefetch_counts(WORK_QUEUE) == [16]
+        await publish_raw(vhost.url, [event_body(event_id=event_id) for event_id in capped])
+        # the limit drops to the 2 connections admitted, then probes one above them once a second
+        await eventually(lambda: vhost.prefetch_counts(WORK_QUEUE)[0] <= 3, timeout=20, interval=0.5,
+                         what="the prefetch down to the connections the provider admits")
+        provider.cap = None  # the provider lifts its cap: the limit and the prefetch grow back
+        await publish_raw(vhost.url, [event_body(event_id=event_id) for event_id in lifted])
+        await eventually(lambda: vhost.prefetch_counts(WORK_QUEUE)[0] >= 8, timeout=30, interval=0.5,
+                         what="the prefetch growing back towards CONCURRENCY (one more a second)")
+        await every_mail_sent(provider, capped + lifted, "every mail")
+    finally:
+        await shut_down(fleet, provider)
+    print(f"\ncap of 2 connections: {provider.throttling_replies()} throttling replies for {len(provider.mails)} mails")
+    one_mail_each(provider, capped + lifted)
+    assert await read_queue(vhost.url, DLQ) == []

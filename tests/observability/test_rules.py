@@ -43,6 +43,7 @@ _GAUGES = [
     "email_smtp_connections_open",
     "email_smtp_connections_in_use",
     "email_smtp_concurrency_limit",
+    "email_consumer_prefetch",
     "email_send_budget_rate",
     "email_send_budget_connections",
     "email_send_budget_shared",

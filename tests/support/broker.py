@@ -69,3 +69,10 @@ class VHost:
 
     def close_connections(self, reason: str = "test closes connections") -> None:
         self.ctl("close_all_connections", "--vhost", self.name, reason)
+
+    def prefetch_counts(self, queue: str) -> list[int]:
+        """The prefetch of every consumer of `queue`, as the broker sees it (what it may hand each unacked)."""
+        out = self.ctl("list_consumers", "--quiet", "--no-table-headers", "--vhost", self.name,
+                       "queue_name", "prefetch_count")
+        return sorted(int(count) for name, count in (line.split("\t") for line in out.splitlines() if line.strip())
+                      if name == queue)

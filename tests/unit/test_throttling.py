@@ -58,18 +58,36 @@ class Clock:
         return self.now
 
 
-async def test_connection_throttling_halves_the_limit_once_per_reaction_time_and_recovers():
+def throttled(stage: Stage, text: str = "421 4.7.0 Try again later") -> Throttled:
+    return Throttled(text, stage)
+
+
+async def test_connection_throttling_halves_the_limit_once_per_reaction_time_and_recovers_once_per_second():
     clock = Clock()
     governor = SendGovernor(16, clock=clock)
-    governor.throttled(Stage.CONNECT)
-    governor.throttled(Stage.CONNECT)  # a burst of replies to exchanges already under way counts once
+    governor.throttled(throttled(Stage.CONNECT))
+    governor.throttled(throttled(Stage.CONNECT))  # a burst of replies to exchanges already under way counts once
     assert governor.limit == 8 and governor.rate is None
     clock.now += 1.0
-    governor.throttled(Stage.HELO)
+    governor.throttled(throttled(Stage.HELO))
     assert governor.limit == 4
+    for _ in range(8):
+        governor.accepted()
+    assert governor.limit == 4  # no growth within the reaction time of the cut
+    clock.now += 1.0
     for _ in range(4):
         governor.accepted()
     assert governor.limit == 5  # one more per `limit` accepted mails
+    for _ in range(5):
+        governor.accepted()
+    assert governor.limit == 5  # and at most one a second: a cap is probed once a second
+
+
+async def test_a_connection_cap_sets_the_limit_to_the_connections_the_provider_admitted():
+    clock = Clock()
+    governor = SendGovernor(16, clock=clock)
+    governor.throttled(throttled(Stage.MAIL, "432 4.3.2 Concurrent connections limit exceeded."), admitted=3)
+    assert governor.limit == 3 and governor.rate is None  # Microsoft's cap reply at MAIL is a connection cap
 
 
 async def test_rate_throttling_paces_below_what_was_started_and_grows_back():
@@ -78,7 +96,7 @@ async def test_rate_throttling_paces_below_what_was_started_and_grows_back():
     for _ in range(20):  # 20 exchanges started within the rate window of 2 s: 10 per second
         async with governor.slot(max_wait=1):
             pass
-    governor.throttled(Stage.DATA)
+    governor.throttled(throttled(Stage.DATA, "454 4.7.0 Throttling failure: Maximum sending rate exceeded."))
     assert governor.limit == 4 and governor.rate == pytest.approx(10 * DECREASE)
     clock.now += 5
     async with governor.slot(max_wait=1):

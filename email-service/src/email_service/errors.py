@@ -53,11 +53,17 @@ class Stage(enum.StrEnum):
 
 
 class Throttled(TransientError):
-    """The provider asked us to slow down (`stage` set), or the send budget had no room in time (`stage` None)."""
+    """The provider asked us to slow down (`stage` set), or the send budget had no room in time (`stage` None).
+
+    `limits_connections`: the provider caps connections rather than the mail rate: a reply at the greeting or to
+    EHLO/STARTTLS/AUTH, or one that says so at a later stage (Microsoft 365 answers the connection over its cap
+    `432 4.3.2 Concurrent connections limit exceeded.` at MAIL)."""
 
     def __init__(self, message: str, stage: Stage | None) -> None:
         super().__init__(message)
         self.stage = stage
+        self.limits_connections = stage in (Stage.CONNECT, Stage.HELO) or (
+            stage is not None and bool(_CONNECTION_LIMIT_TEXT.search(message)))
 
 
 # Enhanced status codes (RFC 3463) that providers use for rate and connection limits: 4.7.x security/policy
@@ -68,6 +74,7 @@ _THROTTLING_TEXT = re.compile(
     r"\brate\b|throttl|too many (?:connections|messages|mails|recipients|sessions)|try again later|limit exceeded"
     r"|slow down|concurrent connections", re.IGNORECASE)
 _THROTTLING_CODES = frozenset({450, 451, 452, 454})
+_CONNECTION_LIMIT_TEXT = re.compile(r"connections|concurrent|sessions", re.IGNORECASE)
 
 
 def throttling_reply(code: int, text: str) -> bool:

@@ -103,7 +103,8 @@ class SmtpPool:
             except Exception as exc:
                 failure = classify(exc)
                 if isinstance(failure, Throttled) and failure.stage is not None:
-                    self.governor.throttled(failure.stage)
+                    # the refused connection is already closed and not counted: the others are what it admitted
+                    self.governor.throttled(failure, admitted=self.open_connections)
                     self._metrics.smtp_throttled.labels(failure.stage.value).inc()
                 raise
             self.governor.accepted()

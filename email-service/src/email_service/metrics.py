@@ -41,6 +41,9 @@ class EmailMetrics:
         self.in_progress = Gauge("email_in_progress", "Messages being handled right now.", registry=registry)
         self.consumer_up = Gauge("email_consumer_up", "1 while the consumer is registered with the broker.",
                                  registry=registry)
+        self.consumer_prefetch = Gauge(
+            "email_consumer_prefetch", "Messages RabbitMQ may hand this process unacked: CONCURRENCY, or the SMTP "
+            "concurrency limit while the provider throttles.", registry=registry)
         self.smtp_pool_size = Gauge("email_smtp_pool_size", "Configured maximum of SMTP connections.",
                                     registry=registry)
         self.smtp_connections_open = Gauge("email_smtp_connections_open", "SMTP connections open.",

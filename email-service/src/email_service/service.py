@@ -36,7 +36,7 @@ class EmailService:
         self.pool = SmtpPool(settings, self.metrics, self.budget)
         self.renderer = welcome_email(settings, templates, on_fallback=self.metrics.template_fallbacks.inc)
         self.handler = MessageHandler(self.renderer, self.pool, self.policy, self.metrics, dedup=dedup)
-        self.consumer = EmailConsumer(settings, self.handler, self.policy, self.metrics)
+        self.consumer = EmailConsumer(settings, self.handler, self.policy, self.metrics, self.pool.governor)
         self.health = HealthServer(settings.metrics_host, settings.metrics_port, self.metrics.registry,
                                    lambda: self.consumer.ready)
         self.stop_event = asyncio.Event()

@@ -2,10 +2,12 @@
 
 A provider that throttles is answered by slowing down, the way TCP answers loss (AIMD):
 
-- A throttling reply to a connection (the greeting, EHLO, STARTTLS, AUTH: a connection cap) halves the concurrency
-  limit; one to a mail (MAIL, RCPT, DATA: a rate limit) sets the pace to DECREASE x the rate at which this process
-  was starting exchanges. Each at most once per REACTION_SECONDS: replies to exchanges already under way count once.
-- While the provider accepts, the limit grows by one per `limit` accepted mails, and the pace by GROWTH (at least
+- A throttling reply that caps connections (Throttled.limits_connections) sets the concurrency limit to the
+  connections the provider admitted (those this process had open besides the refused one), else halves it; one
+  that caps the mail rate sets the pace to DECREASE x the rate at which this process was starting exchanges. Each
+  at most once per REACTION_SECONDS: replies to exchanges already under way count once.
+- While the provider accepts, the limit grows by one per `limit` accepted mails, at most once per
+  REACTION_SECONDS (so a cap is probed once a second, not once per exchange), and the pace by GROWTH (at least
   MIN_GROWTH) per second; after CALM_SECONDS without a throttling reply the pace is unlimited again.
 - 1 <= limit <= ceiling (CONCURRENCY). Exchanges running when the limit drops finish; no new one starts until
   in_use < limit. The pool closes idle connections above the limit.
@@ -23,7 +25,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
-from .errors import Stage, Throttled
+from .errors import Throttled
 
 REACTION_SECONDS = 1.0
 DECREASE = 0.8
@@ -32,8 +34,6 @@ MIN_GROWTH = 1.0  # mails per second, per second: a low pace recovers in seconds
 CALM_SECONDS = 30.0
 MIN_RATE = 0.2  # mails per second: the slowest pace a process sinks to
 RATE_WINDOW_SECONDS = 2.0  # exchanges started are counted over this window to know the pace that was too fast
-
-_CONNECTION_STAGES = frozenset({Stage.CONNECT, Stage.HELO})
 
 
 class SendGovernor:
@@ -50,6 +50,7 @@ class SendGovernor:
         self._started: collections.deque[float] = collections.deque()
         self._since_increase = 0
         self._last_connection_cut = -REACTION_SECONDS
+        self._last_increase = -REACTION_SECONDS
         self._last_rate_cut = -REACTION_SECONDS
         self._last_throttle = -CALM_SECONDS
         self._last_growth = 0.0
@@ -96,18 +97,24 @@ class SendGovernor:
         """The provider accepted a mail."""
         self._since_increase += 1
         if self.limit < self.ceiling and self._since_increase >= self.limit:
-            self._since_increase = 0
-            self._set_limit(self.limit + 1)
+            now = self._clock()
+            if now - self._last_increase >= REACTION_SECONDS:
+                self._since_increase = 0
+                self._last_increase = now
+                self._set_limit(self.limit + 1)
 
-    def throttled(self, stage: Stage) -> None:
-        """The provider answered with a throttling reply at `stage`."""
+    def throttled(self, failure: Throttled, admitted: int | None = None) -> None:
+        """The provider answered with a throttling reply; `admitted`: the connections it had let this process open
+        besides the one it refused, when known."""
         now = self._clock()
         self._last_throttle = now
-        if stage in _CONNECTION_STAGES:
+        if failure.limits_connections:
             if now - self._last_connection_cut >= REACTION_SECONDS:
                 self._last_connection_cut = now
+                self._last_increase = now
                 self._since_increase = 0
-                self._set_limit(max(1, self.limit // 2))
+                cut = admitted if admitted is not None and 0 < admitted < self.limit else self.limit // 2
+                self._set_limit(max(1, cut))
         elif now - self._last_rate_cut >= REACTION_SECONDS:
             self._last_rate_cut = now
             self._last_growth = now
