@@ -15,10 +15,11 @@ from email_service.wire import (
     ATTEMPT_NUMBER_HEADER,
     ATTEMPTS_MADE_HEADER,
     LAST_ERROR_HEADER,
+    MESSAGE_ID_ABSENT_HEADER,
     REASON_HEADER,
     REPLAY_COUNT_HEADER,
 )
-from tests.support.amqp import declare_topology, event_body, publish_raw, read_queue, ready_count
+from tests.support.amqp import declare_topology, event_body, publish_bare, publish_raw, read_queue, ready_count
 from tests.support.env import email_env
 from tests.support.ports import free_port
 from tests.support.processes import VENV_BIN, email_process, stop_all
@@ -80,6 +81,28 @@ async def test_list_shows_dead_letters_without_removing_or_reordering(email_serv
     assert filtered.returncode == 0
     assert filtered.stdout.count("reason=undecodable") == 1 and "smtp_rejected" not in filtered.stdout.splitlines()[0]
     assert "7 dead letters; by reason: retries_exhausted=2, smtp_rejected=3, undecodable=2" in filtered.stdout
+
+
+async def test_a_dead_letter_that_came_without_message_id_gets_none_and_shows_the_body_event_id(
+        email_service_factory, smtp_server, vhost, caplog):
+    event_id = str(uuid.uuid4())
+    async with email_service_factory() as consumer:
+        await publish_bare(vhost.url, json.dumps({"event_id": event_id, "user": {}}).encode())  # invalid_event
+        await publish_bare(vhost.url, b"\xff not json")  # no event id anywhere
+        await eventually(lambda: consumer.count("dead_lettered") == 2, what="two dead letters")
+    logged = [r for r in caplog.records if r.getMessage() == "message dead-lettered"]
+    assert [getattr(r, "event_id", None) for r in logged] == [event_id, None]
+    listing = cli(vhost.url, "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    letters = [json.loads(line) for line in listing.stdout.splitlines()][:-1]
+    assert [(e["event_id"], e["message_id"], e["reason"]) for e in letters] == [
+        (event_id, None, "invalid_event"), (None, None, "undecodable")]
+    text = cli(vhost.url, "list").stdout.splitlines()
+    assert text[0].startswith(f"{event_id}  reason=invalid_event") and text[1].startswith("(no id)  reason=undecodable")
+    # The copies say that their message_id (given by the AMQP client) is not the original's; replay keeps that.
+    assert cli(vhost.url, "replay").returncode == 0
+    replayed = await read_queue(vhost.url, "email.welcome")
+    assert [m.headers.get(MESSAGE_ID_ABSENT_HEADER) for m in replayed] == [True, True]
 
 
 async def test_replay_while_a_consumer_runs_delivers_and_a_failure_comes_back(email_service_factory, smtp_server,

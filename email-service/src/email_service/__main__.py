@@ -131,9 +131,18 @@ def _preview(settings: Settings, templates: Mapping[str, LocaleFiles], args: arg
     return EXIT_OK
 
 
+def _letter_id(letter: DeadLetter) -> str:
+    """What names a dead letter: the body's event id, else the message_id it came with; and that message_id too
+    when it is another."""
+    name = letter.event_id or letter.message_id or "(no id)"
+    if letter.event_id and letter.message_id not in (None, letter.event_id):
+        name += f"  message_id={letter.message_id}"
+    return name
+
+
 def _letter_line(letter: DeadLetter) -> str:
     """One dead letter as `dlq list` and `dlq purge` print it."""
-    return (f"{letter.event_id}  reason={letter.reason}  attempts={letter.attempts}  "
+    return (f"{_letter_id(letter)}  reason={letter.reason}  attempts={letter.attempts}  "
             f"at={letter.dead_lettered_at}  error={letter.last_error}")
 
 
@@ -161,10 +170,10 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "replay":
             verb = "would replay" if args.dry_run else "replayed"
             report = await queue.replay(limit=args.limit, reason=args.reason, rate=args.rate, dry_run=args.dry_run,
-                                        on_moved=lambda letter: print(f"{verb} {letter.event_id} ({letter.reason})"))
+                                        on_moved=lambda letter: print(f"{verb} {_letter_id(letter)} ({letter.reason})"))
             if args.dry_run:
                 for letter in report.matched:
-                    print(f"{verb} {letter.event_id} ({letter.reason})")
+                    print(f"{verb} {_letter_id(letter)} ({letter.reason})")
             stuck = f"; {report.failed} could not be moved and stay in the dead-letter queue" if report.failed else ""
             print(f"{verb} {len(report.matched) if args.dry_run else report.moved} of {report.scanned} dead letters"
                   + stuck)
