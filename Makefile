@@ -15,7 +15,7 @@ NAMESPACE ?= welcome-mail
 KIND_CLUSTER ?= welcome-mail
 N ?= 2
 
-.PHONY: help install lock system-deps broker test test-unit test-integration test-reliability run lint lint-py bench bench-report \
+.PHONY: help install lock system-deps broker test test-unit test-integration test-reliability run capture lint lint-py bench bench-report \
         helm-lint images images-build kind-up kind-load deploy scale smoke kind-down cluster-up cluster-down clean
 
 help: ## list the targets
@@ -82,8 +82,12 @@ test-reliability: install system-deps broker ## the reliability suite in full: S
 test-unit: install ## unit and contract tests only (no broker needed)
 	$(BIN)/pytest tests/unit tests/contract
 
-run: install broker ## run the pipeline locally: producer on :8000, email-service, SMTP capture into ./mail-capture
+run: install broker ## run the pipeline locally: producer on :8000, email-service, SMTP capture into ./mail-capture, mail viewer on :1080
 	deploy/local/run.sh
+
+capture: install ## the SMTP capture of `make run` alone (:1025 into ./mail-capture, viewer on :1080): start it again after stopping it
+	$(BIN)/python deploy/local/smtp_capture.py --port $${SMTP_CAPTURE_PORT:-1025} --dir $${CAPTURE_DIR:-mail-capture} \
+	    --http-port $${MAIL_VIEWER_PORT:-1080}
 
 cluster-up: ## start a local 3-node RabbitMQ cluster (rc1-3@localhost, 5681-5683) behind haproxy on 127.0.0.1:5680 (as root)
 	deploy/cluster/cluster.sh up
