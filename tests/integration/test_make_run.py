@@ -20,7 +20,8 @@ RUN_SH = Path(__file__).resolve().parents[2] / "deploy/local/run.sh"
 
 def make_run(vhost_url: str, tmp_path: Path) -> tuple[ServiceProcess, dict[str, int]]:
     ports = {name: free_port() for name in ("HTTP_PORT", "METRICS_PORT", "SMTP_CAPTURE_PORT", "MAIL_VIEWER_PORT")}
-    env = {"AMQP_URL": vhost_url, "CAPTURE_DIR": str(tmp_path / "mail-capture"), **{k: str(v) for k, v in ports.items()}}
+    env = {"AMQP_URL": vhost_url, "CAPTURE_DIR": str(tmp_path / "mail-capture"),
+           **{name: str(port) for name, port in ports.items()}}
     return ServiceProcess("make-run", [str(RUN_SH)], env, tmp_path / "run.log"), ports
 
 
