@@ -38,6 +38,7 @@ from .wire import (
     DEFERRED_SINCE_HEADER,
     LAST_ERROR_HEADER,
     REASON_HEADER,
+    REPLAY_COUNT_HEADER,
     SUPERSEDED_HEADERS,
     DeadLetterReason,
     copy_marks,
@@ -95,7 +96,7 @@ class MessageHandler:
         self.in_progress = 0
         metrics.in_progress.set_function(lambda: self.in_progress)
 
-    async def deliver(self, body: bytes) -> None:
+    async def deliver(self, body: bytes, headers: HeadersType | None = None) -> None:
         """Send the mail for one message body; raise PermanentError/TransientError (or what the send raised)."""
         if len(body) > MAX_BODY_BYTES:
             raise PermanentError(DeadLetterReason.INVALID_EVENT, f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
@@ -121,7 +122,9 @@ class MessageHandler:
         self.metrics.budget_wait_seconds.observe(waited)
         if self.dedup is not None:
             await self.dedup.record_delivered(event.event_id)
-        self.metrics.end_to_end_seconds.observe(max(0.0, time.time() - event.occurred_at.timestamp()))
+        self.metrics.observe_end_to_end(time.time() - event.occurred_at.timestamp(),
+                                        replayed=REPLAY_COUNT_HEADER in (headers or {}),
+                                        longest=self.policy.longest_delivery_seconds)
         self.metrics.messages.labels("sent").inc()
         log.info("mail sent", extra={"event_id": event.event_id, "outcome": "sent", "message_id": mail.message_id})
 
@@ -133,7 +136,7 @@ class MessageHandler:
         self.in_progress += 1
         try:
             try:
-                await self.deliver(message.body)
+                await self.deliver(message.body, message.headers)
             except Exception as exc:  # noqa: BLE001 - every failure is classified, none may kill the consumer
                 failure = classify(exc)
                 try:
