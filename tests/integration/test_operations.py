@@ -118,6 +118,10 @@ async def test_replay_while_a_consumer_runs_delivers_and_a_failure_comes_back(em
         assert "replayed 3 of 7" in result.stdout
         await eventually(lambda: consumer.count("sent") == 1 and consumer.count("dead_lettered") == 2,
                          what="one delivered, two dead-lettered again")
+        # The replayed mail's age is the operator's, not a signup's latency: counted apart.
+        registry = consumer.metrics.registry
+        assert registry.get_sample_value("email_end_to_end_seconds_count") == 0
+        assert registry.get_sample_value("email_end_to_end_excluded_total", {"reason": "replayed"}) == 1
     assert [m.rcpt_tos for m in smtp_server.received()] == [["gone0@example.com"]]
     dead = await read_queue(vhost.url, DLQ)
     assert len(dead) == 7 - 1
@@ -172,7 +176,11 @@ async def test_replay_killed_in_the_middle_loses_nothing(vhost):
 
 async def test_clear_errors_for_wrong_url_missing_queue_and_bad_arguments(vhost):
     wrong = cli(f"amqp://guest:guest@127.0.0.1:{free_port()}/", "list")
-    assert wrong.returncode == 3 and "cannot reach the broker" in wrong.stderr
+    assert wrong.returncode == 3 and "cannot use the broker" in wrong.stderr
+    no_vhost = cli(vhost.url + "-nonexistent", "list")
+    assert no_vhost.returncode == 3, no_vhost.stderr
+    assert no_vhost.stderr.count("\n") == 1 and "0x" not in no_vhost.stderr, no_vhost.stderr
+    assert f"the broker refused vhost '{vhost.name}-nonexistent' of AMQP_URL: it does not exist" in no_vhost.stderr
     missing = cli(vhost.url, "list")  # fresh vhost: no topology declared
     assert missing.returncode == 4 and "email.welcome.dlq does not exist" in missing.stderr
     bad = cli(vhost.url, "list", "--limit", "-3")

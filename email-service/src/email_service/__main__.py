@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from . import logs
 from .config import Settings
-from .envvars import read_settings, redact_url
+from .envvars import broker_failure, read_settings, redact_url
 from .template_files import LocaleFiles, TemplateError, read_templates
 from .wire import DEAD_LETTER_REASONS
 
@@ -191,8 +191,8 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
               "(start email-service once to declare the topology, or check the vhost in AMQP_URL)", file=sys.stderr)
         return EXIT_QUEUE_MISSING
     except (AMQPError, OSError, asyncio.TimeoutError) as exc:
-        print(f"email-service: cannot reach the broker at {redact_url(settings.amqp_url.value)} "
-              f"(wrong host, credentials or vhost?): {exc.__class__.__name__}: {str(exc)[:200]}", file=sys.stderr)
+        print(f"email-service: cannot use the broker at {redact_url(settings.amqp_url.value)}: "
+              f"{broker_failure(exc, settings.amqp_url.value)}", file=sys.stderr)
         return EXIT_BROKER
     return EXIT_USAGE
 
