@@ -3,7 +3,7 @@
     email-service run                                   consume user.signed_up events, send the welcome emails
     email-service dlq list   [--limit N] [--reason R] [--json]
     email-service dlq replay [--limit N] [--reason R] [--rate N] [--dry-run]
-    email-service dlq purge  [--reason R] --yes
+    email-service dlq purge  [--reason R] [--json] --yes
     email-service preview --locale zh-CN --name "Zoë" [--format html|text|eml] [--email ADDRESS]
 
 Exit codes: 0 done, 1 some messages could not be moved (they stay in the dead-letter queue), 2 bad configuration
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="show what would be moved, move nothing")
     purge = actions.add_parser("purge", help="remove dead letters for good, printing each one")
     purge.add_argument("--reason", help=reason_help)
+    purge.add_argument("--json", action="store_true", help="one JSON object per line, as dlq list --json")
     purge.add_argument("--yes", action="store_true", help="required: confirms that the messages are to be deleted")
     show = sub.add_parser("preview", help="write the welcome email as it would be sent, from the configured templates")
     show.add_argument("--locale", default=None, help="BCP 47 tag (default: the first of LOCALES)")
@@ -182,9 +183,12 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
             if not args.yes:
                 print("email-service: dlq purge deletes messages for good; add --yes to confirm", file=sys.stderr)
                 return EXIT_USAGE
-            report = await queue.purge(reason=args.reason,
-                                       on_removed=lambda letter: print(f"removed {_letter_line(letter)}"))
-            print(f"removed {report.moved} of {report.scanned} dead letters")
+            report = await queue.purge(reason=args.reason, on_removed=lambda letter: print(
+                as_json(letter) if args.json else f"removed {_letter_line(letter)}"))
+            if args.json:
+                print(json.dumps({"removed": report.moved, "total": report.scanned}))
+            else:
+                print(f"removed {report.moved} of {report.scanned} dead letters")
             return EXIT_OK
     except QueueMissing as exc:
         print(f"email-service: queue {exc} does not exist at {redact_url(settings.amqp_url.value)} "
