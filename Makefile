@@ -76,7 +76,7 @@ broker: ## make sure RabbitMQ answers at AMQP_URL (start the local one if it is 
 test: install system-deps broker lint-py ## ruff and mypy, then the whole suite: unit, contract, integration, observability, chart (what CI runs)
 	$(BIN)/pytest
 
-test-reliability: install system-deps broker ## the reliability suite in full: SIGKILLs, broker and SMTP failures, fuzzing, cluster failover (~8 min)
+test-reliability: install system-deps broker ## the reliability suite in full: SIGKILLs, broker and SMTP failures, fuzzing, cluster failover (about 6 min, plus the cluster failover scenario in its long form)
 	RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability tests/cluster/test_signup_failover.py -q -s
 
 test-unit: install ## unit and contract tests only (no broker needed)
@@ -103,7 +103,7 @@ $(BENCH_VENV)/.installed: tests/bench/requirements-bench.txt producer-service/py
 	$(BENCH_VENV)/bin/pip install -q -r tests/bench/requirements-bench.txt -e producer-service -e email-service
 	touch $@
 
-bench: install broker $(BENCH_VENV)/.installed ## benchmarks against Celery, Dramatiq and minimal ceilings (7-9 min, not in `make test`); writes tests/bench/results.json, RESULTS.md and the README table (BENCH_ARGS=--quick: a small smoke run)
+bench: install broker $(BENCH_VENV)/.installed ## benchmarks against Celery, Dramatiq and minimal ceilings (7-9 min, plus up to ~13 for provider limits; not in `make test`); writes tests/bench/results.json, RESULTS.md and the README table (BENCH_ARGS=--quick: a small smoke run)
 	tests/bench/ensure-tools.sh
 	$(BENCH_VENV)/bin/python -m tests.bench $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-report
