@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import signal
 from email.message import EmailMessage
+from pathlib import Path
 
 import aiosmtplib
 import httpx
 
+from email_service.config import Settings
+from email_service.preview import preview
+from email_service.template_files import read_templates
+from tests.support.browser import Browser
 from tests.support.ports import free_port
 from tests.support.processes import smtp_capture_process
+
+ARTEFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts" / "mail"
 
 HOSTILE = '<b>"Zoë" 🚀</b>'
 
@@ -59,3 +66,31 @@ async def test_a_captured_mail_is_listed_escaped_and_its_parts_are_served(tmp_pa
     assert "Subject: Welcome," in headers.text and raw.text.startswith("From: Acme")
     assert "<iframe sandbox" in shown.text
     assert missing.status_code == 404
+
+
+async def test_the_viewer_shows_a_real_welcome_mail_in_a_browser(tmp_path):
+    settings = Settings.from_env({"PRODUCT_NAME": "Acme", "MAIL_FROM": "Acme <welcome@acme.test>"})
+    templates = read_templates(settings.locales)
+    smtp_port, http_port = free_port(), free_port()
+    capture = smtp_capture_process(tmp_path / "mail-capture", smtp_port, http_port, tmp_path / "capture.log").start()
+    try:
+        await capture.wait_ready()
+        for locale in ("zh-CN", "en"):
+            eml = preview(settings, templates, locale=locale, name=HOSTILE, address="ada@example.com", fmt="eml")
+            await aiosmtplib.send(eml, sender="welcome@acme.test", recipients=["ada@example.com"],
+                                  hostname="127.0.0.1", port=smtp_port)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as client:
+            newest = (await client.get("/api/mails")).json()[0]["file"]
+        with Browser() as browser:
+            listing = browser.page(1000, 300)
+            listing.goto(f"http://127.0.0.1:{http_port}/")
+            rows = listing.evaluate("[...document.querySelectorAll('td a')].map(a => a.textContent)")
+            shown = browser.page(1000, 1700)
+            shown.goto(f"http://127.0.0.1:{http_port}/mail/{newest}")
+            shown.screenshot(ARTEFACTS / "mail-viewer.png", beyond_viewport=False)
+            framed = shown.evaluate("document.querySelector('iframe').getBoundingClientRect().height")
+            text = shown.evaluate("document.querySelector('pre').innerText")
+    finally:
+        capture.stop()
+    assert rows == ["Welcome to Acme!", "欢迎加入 Acme！"]  # newest first, as typed
+    assert framed > 300 and HOSTILE in text
