@@ -15,7 +15,7 @@ NAMESPACE ?= welcome-mail
 KIND_CLUSTER ?= welcome-mail
 N ?= 2
 
-.PHONY: help install lock system-deps broker test test-unit test-integration test-reliability run lint lint-py bench bench-report \
+.PHONY: help install lock system-deps broker test test-unit test-integration test-reliability run capture lint lint-py bench bench-report \
         helm-lint images images-build kind-up kind-load deploy scale smoke kind-down cluster-up cluster-down clean
 
 help: ## list the targets
@@ -76,14 +76,18 @@ broker: ## make sure RabbitMQ answers at AMQP_URL (start the local one if it is 
 test: install system-deps broker lint-py ## ruff and mypy, then the whole suite: unit, contract, integration, observability, chart (what CI runs)
 	$(BIN)/pytest
 
-test-reliability: install system-deps broker ## the reliability suite in full: SIGKILLs, broker and SMTP failures, fuzzing, cluster failover (~8 min)
+test-reliability: install system-deps broker ## the reliability suite in full: SIGKILLs, broker and SMTP failures, fuzzing, cluster failover (about 6 min, plus the cluster failover scenario in its long form)
 	RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability tests/cluster/test_signup_failover.py -q -s
 
 test-unit: install ## unit and contract tests only (no broker needed)
 	$(BIN)/pytest tests/unit tests/contract
 
-run: install broker ## run the pipeline locally: producer on :8000, email-service, SMTP capture into ./mail-capture
+run: install broker ## run the pipeline locally: producer on :8000, email-service, SMTP capture into ./mail-capture, mail viewer on :1080
 	deploy/local/run.sh
+
+capture: install ## the SMTP capture of `make run` alone (:1025 into ./mail-capture, viewer on :1080): start it again after stopping it
+	$(BIN)/python deploy/local/smtp_capture.py --port $${SMTP_CAPTURE_PORT:-1025} --dir $${CAPTURE_DIR:-mail-capture} \
+	    --http-port $${MAIL_VIEWER_PORT:-1080}
 
 cluster-up: ## start a local 3-node RabbitMQ cluster (rc1-3@localhost, 5681-5683) behind haproxy on 127.0.0.1:5680 (as root)
 	deploy/cluster/cluster.sh up
@@ -99,7 +103,7 @@ $(BENCH_VENV)/.installed: tests/bench/requirements-bench.txt producer-service/py
 	$(BENCH_VENV)/bin/pip install -q -r tests/bench/requirements-bench.txt -e producer-service -e email-service
 	touch $@
 
-bench: install broker $(BENCH_VENV)/.installed ## benchmarks against Celery, Dramatiq and minimal ceilings (7-9 min, not in `make test`); writes tests/bench/results.json, RESULTS.md and the README table (BENCH_ARGS=--quick: a small smoke run)
+bench: install broker $(BENCH_VENV)/.installed ## benchmarks against Celery, Dramatiq and minimal ceilings (7-9 min, plus up to ~13 for provider limits; not in `make test`); writes tests/bench/results.json, RESULTS.md and the README table (BENCH_ARGS=--quick: a small smoke run)
 	tests/bench/ensure-tools.sh
 	$(BENCH_VENV)/bin/python -m tests.bench $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-report

@@ -89,7 +89,8 @@ def relay_sink() -> Iterator[SmtpTestServer]:
 @pytest.fixture(scope="module")
 def postfix_relay(request: pytest.FixtureRequest, relay_sink: SmtpTestServer) -> Iterator[PostfixRelay]:
     """Debian's Postfix relaying to `relay_sink`, one per test module (anvil's counts carry across its tests), with
-    the limits of the module's POSTFIX_LIMITS (PostfixRelay keywords; default: Postfix's own)."""
+    the limits of the module's POSTFIX_LIMITS (PostfixRelay keywords, `extra` for any other main.cf settings such
+    as smtpd_helo_restrictions; default: Postfix's own)."""
     relay = PostfixRelay(relay_sink.port, **getattr(request.module, "POSTFIX_LIMITS", {}))
     relay.start()
     yield relay

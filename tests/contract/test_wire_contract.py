@@ -22,6 +22,7 @@ HEADERS = {
     "DEAD_LETTERED_AT_HEADER": "x-dead-lettered-at",
     "REPLAY_COUNT_HEADER": "x-replay-count",
     "FIRST_DEATH_REASON_HEADER": "x-first-death-reason",
+    "MESSAGE_ID_ABSENT_HEADER": "x-message-id-absent",
 }
 RENAMED = "a header renamed strands the messages already in queues: keep reading the old name (see wire.py)"
 

@@ -15,10 +15,11 @@ from email_service.wire import (
     ATTEMPT_NUMBER_HEADER,
     ATTEMPTS_MADE_HEADER,
     LAST_ERROR_HEADER,
+    MESSAGE_ID_ABSENT_HEADER,
     REASON_HEADER,
     REPLAY_COUNT_HEADER,
 )
-from tests.support.amqp import declare_topology, event_body, publish_raw, read_queue, ready_count
+from tests.support.amqp import declare_topology, event_body, publish_bare, publish_raw, read_queue, ready_count
 from tests.support.env import email_env
 from tests.support.ports import free_port
 from tests.support.processes import VENV_BIN, email_process, stop_all
@@ -82,6 +83,28 @@ async def test_list_shows_dead_letters_without_removing_or_reordering(email_serv
     assert "7 dead letters; by reason: retries_exhausted=2, smtp_rejected=3, undecodable=2" in filtered.stdout
 
 
+async def test_a_dead_letter_that_came_without_message_id_gets_none_and_shows_the_body_event_id(
+        email_service_factory, smtp_server, vhost, caplog):
+    event_id = str(uuid.uuid4())
+    async with email_service_factory() as consumer:
+        await publish_bare(vhost.url, json.dumps({"event_id": event_id, "user": {}}).encode())  # invalid_event
+        await publish_bare(vhost.url, b"\xff not json")  # no event id anywhere
+        await eventually(lambda: consumer.count("dead_lettered") == 2, what="two dead letters")
+    logged = [r for r in caplog.records if r.getMessage() == "message dead-lettered"]
+    assert [getattr(r, "event_id", None) for r in logged] == [event_id, None]
+    listing = cli(vhost.url, "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    letters = [json.loads(line) for line in listing.stdout.splitlines()][:-1]
+    assert [(e["event_id"], e["message_id"], e["reason"]) for e in letters] == [
+        (event_id, None, "invalid_event"), (None, None, "undecodable")]
+    text = cli(vhost.url, "list").stdout.splitlines()
+    assert text[0].startswith(f"{event_id}  reason=invalid_event") and text[1].startswith("(no id)  reason=undecodable")
+    # The copies say that their message_id (given by the AMQP client) is not the original's; replay keeps that.
+    assert cli(vhost.url, "replay").returncode == 0
+    replayed = await read_queue(vhost.url, "email.welcome")
+    assert [m.headers.get(MESSAGE_ID_ABSENT_HEADER) for m in replayed] == [True, True]
+
+
 async def test_replay_while_a_consumer_runs_delivers_and_a_failure_comes_back(email_service_factory, smtp_server,
                                                                              vhost):
     ids = await make_dead_letters(email_service_factory, smtp_server, vhost)
@@ -95,6 +118,10 @@ async def test_replay_while_a_consumer_runs_delivers_and_a_failure_comes_back(em
         assert "replayed 3 of 7" in result.stdout
         await eventually(lambda: consumer.count("sent") == 1 and consumer.count("dead_lettered") == 2,
                          what="one delivered, two dead-lettered again")
+        # The replayed mail's age is the operator's, not a signup's latency: counted apart.
+        registry = consumer.metrics.registry
+        assert registry.get_sample_value("email_end_to_end_seconds_count") == 0
+        assert registry.get_sample_value("email_end_to_end_excluded_total", {"reason": "replayed"}) == 1
     assert [m.rcpt_tos for m in smtp_server.received()] == [["gone0@example.com"]]
     dead = await read_queue(vhost.url, DLQ)
     assert len(dead) == 7 - 1
@@ -114,8 +141,11 @@ async def test_purge_by_reason_then_all(email_service_factory, smtp_server, vhos
     assert all(line.startswith("removed ") and "reason=undecodable" in line
                for line in some.stdout.splitlines()[:-1]), "purge prints what list prints, not JSON"
     assert await ready_count(vhost.url, DLQ) == 5
-    rest = cli(vhost.url, "purge", "--yes")
-    assert rest.returncode == 0 and "removed 5 of 5" in rest.stdout
+    rest = cli(vhost.url, "purge", "--yes", "--json")  # as list --json: one object per letter, then the counts
+    assert rest.returncode == 0, rest.stderr
+    *removed, summary = [json.loads(line) for line in rest.stdout.splitlines()]
+    assert summary == {"removed": 5, "total": 5}
+    assert sorted(e["event_id"] for e in removed) == sorted(ids["smtp_rejected"] + ids["retries_exhausted"])
     assert await ready_count(vhost.url, DLQ) == 0
 
 
@@ -149,7 +179,11 @@ async def test_replay_killed_in_the_middle_loses_nothing(vhost):
 
 async def test_clear_errors_for_wrong_url_missing_queue_and_bad_arguments(vhost):
     wrong = cli(f"amqp://guest:guest@127.0.0.1:{free_port()}/", "list")
-    assert wrong.returncode == 3 and "cannot reach the broker" in wrong.stderr
+    assert wrong.returncode == 3 and "cannot use the broker" in wrong.stderr
+    no_vhost = cli(vhost.url + "-nonexistent", "list")
+    assert no_vhost.returncode == 3, no_vhost.stderr
+    assert no_vhost.stderr.count("\n") == 1 and "0x" not in no_vhost.stderr, no_vhost.stderr
+    assert f"the broker refused vhost '{vhost.name}-nonexistent' of AMQP_URL: it does not exist" in no_vhost.stderr
     missing = cli(vhost.url, "list")  # fresh vhost: no topology declared
     assert missing.returncode == 4 and "email.welcome.dlq does not exist" in missing.stderr
     bad = cli(vhost.url, "list", "--limit", "-3")

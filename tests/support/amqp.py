@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import aio_pika
+import pamqp.body
+import pamqp.exceptions
+import pamqp.frame
+import pamqp.header
+from pamqp import commands
 
 from email_service.wire import dead_letter_reason
 
@@ -86,3 +93,59 @@ class DeadLetter:
     def of(cls, message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
         headers = dict(message.headers or {})
         return cls(message.message_id, headers, dead_letter_reason(headers))
+
+
+async def publish_bare(url: str, body: bytes, *, routing_key: str = "user.signed_up",
+                       exchange: str = "signups") -> None:
+    """Publish one persistent message with no properties but delivery_mode, confirmed: what another client (or a
+    hand in the management UI) can send. aio-pika cannot: aiormq gives every publish without a message_id a random
+    one (it matches returns to confirms by it), so this speaks AMQP 0-9-1 itself with pamqp's frames."""
+    parts = urllib.parse.urlsplit(url)
+    vhost = urllib.parse.unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    reader, writer = await asyncio.open_connection(parts.hostname or "localhost", parts.port or 5672)
+    buffer = b""
+
+    async def receive(expected: type) -> object:
+        nonlocal buffer
+        while True:
+            try:
+                consumed, _, value = pamqp.frame.unmarshal(buffer)
+            except pamqp.exceptions.UnmarshalingException:
+                chunk = await asyncio.wait_for(reader.read(65536), timeout=10)
+                if not chunk:
+                    raise ConnectionError("the broker closed the connection") from None
+                buffer += chunk
+                continue
+            buffer = buffer[consumed:]
+            if isinstance(value, commands.Connection.Close | commands.Channel.Close):
+                raise ConnectionError(f"the broker closed: {value.reply_code} {value.reply_text}")
+            if isinstance(value, expected):
+                return value
+
+    def send(value: object, channel: int = 0) -> None:
+        writer.write(pamqp.frame.marshal(value, channel))
+
+    try:
+        writer.write(pamqp.header.ProtocolHeader().marshal())
+        await receive(commands.Connection.Start)
+        user, password = (urllib.parse.unquote(part or "guest") for part in (parts.username, parts.password))
+        credentials = f"\0{user}\0{password}"
+        send(commands.Connection.StartOk(client_properties={}, mechanism="PLAIN", response=credentials))
+        tune = await receive(commands.Connection.Tune)
+        send(commands.Connection.TuneOk(channel_max=tune.channel_max, frame_max=tune.frame_max, heartbeat=0))
+        send(commands.Connection.Open(virtual_host=vhost))
+        await receive(commands.Connection.OpenOk)
+        send(commands.Channel.Open(), 1)
+        await receive(commands.Channel.OpenOk)
+        send(commands.Confirm.Select(), 1)
+        await receive(commands.Confirm.SelectOk)
+        send(commands.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True), 1)
+        send(pamqp.header.ContentHeader(0, len(body), commands.Basic.Properties(delivery_mode=2)), 1)
+        send(pamqp.body.ContentBody(body), 1)
+        confirm = await receive(commands.Basic.Ack | commands.Basic.Nack | commands.Basic.Return)
+        if not isinstance(confirm, commands.Basic.Ack):
+            raise AssertionError(f"the broker did not take the message: {confirm!r}")
+        send(commands.Connection.Close(reply_code=200, reply_text="done", class_id=0, method_id=0), 0)
+        await receive(commands.Connection.CloseOk)
+    finally:
+        writer.close()

@@ -137,7 +137,11 @@ class Page:
         return self.browser.call(method, params, self.session)
 
     def open(self, path: Path) -> None:
-        self.call("Page.navigate", {"url": path.resolve().as_uri()})
+        self.goto(path.resolve().as_uri())
+
+    def goto(self, url: str) -> None:
+        """Load `url` and wait for its load event (its frames loaded too)."""
+        self.call("Page.navigate", {"url": url})
         self.browser.wait_event("Page.loadEventFired", self.session)
 
     def evaluate(self, expression: str) -> Any:
@@ -153,7 +157,9 @@ class Page:
         fonts = self.call("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
         return {font["familyName"]: font["glyphCount"] for font in fonts}
 
-    def screenshot(self, path: Path) -> None:
-        shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    def screenshot(self, path: Path, beyond_viewport: bool = True) -> None:
+        """A PNG of the page; `beyond_viewport=False` for pages with frames of another origin (a sandboxed iframe),
+        which Chromium leaves blank when it captures beyond the viewport: size the page to fit instead."""
+        shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": beyond_viewport})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))

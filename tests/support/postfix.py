@@ -1,7 +1,8 @@
 """A real MTA for the suites: Debian's Postfix as a relay on a free loopback port, in front of an SMTP sink, with
 its own anvil limits, so the throttling replies a test meets are Postfix's, not ours.
 
-    relay = PostfixRelay(sink.port, connection_count_limit=2, message_rate_limit=5, rate_time_unit="60s")
+    relay = PostfixRelay(sink.port, connection_count_limit=2, message_rate_limit=5, rate_time_unit="60s",
+                         extra={"smtpd_helo_restrictions": "reject_non_fqdn_helo_hostname"})  # any main.cf setting
     relay.start()            # listening on 127.0.0.1:relay.port, relaying every mail to [127.0.0.1]:sink.port
     ... SMTP clients against relay.port ...
     relay.log()              # Postfix's own log (anvil's "too many connections" lines among them)
@@ -68,7 +69,8 @@ postlog   unix-dgram n - n - 1 postlogd
 
 class PostfixRelay:
     """Postfix on 127.0.0.1:`port` relaying to [127.0.0.1]:`sink_port`; None for a limit: Postfix's default
-    (`connection_count_limit` 50, `message_rate_limit` 0 = none)."""
+    (`connection_count_limit` 50, `message_rate_limit` 0 = none). `extra`: more main.cf settings, last (so they
+    override the ones above)."""
 
     def __init__(self, sink_port: int, *, connection_count_limit: int | None = None,
                  message_rate_limit: int | None = None, rate_time_unit: str = "60s",

@@ -163,3 +163,13 @@ def producer_process(env: dict[str, str], log_path: Path, name: str = "producer-
     """`producer-service` with this environment (build it with tests.support.env.producer_env)."""
     return ServiceProcess(name, [str(VENV_BIN / "producer-service")], env, log_path,
                           ready_url=f"http://127.0.0.1:{env['HTTP_PORT']}/readyz" if "HTTP_PORT" in env else None)
+
+
+CAPTURE_SCRIPT = Path(__file__).resolve().parents[2] / "deploy/local/smtp_capture.py"
+
+
+def smtp_capture_process(folder: Path, smtp_port: int, http_port: int, log_path: Path) -> ServiceProcess:
+    """`make run`'s SMTP capture with its mail viewer (deploy/local/smtp_capture.py), writing .eml files to folder."""
+    return ServiceProcess("smtp-capture", [sys.executable, str(CAPTURE_SCRIPT), "--port", str(smtp_port),
+                                           "--http-port", str(http_port), "--dir", str(folder)], {}, log_path,
+                          ready_url=f"http://127.0.0.1:{http_port}/api/mails")

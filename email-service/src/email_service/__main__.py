@@ -3,7 +3,7 @@
     email-service run                                   consume user.signed_up events, send the welcome emails
     email-service dlq list   [--limit N] [--reason R] [--json]
     email-service dlq replay [--limit N] [--reason R] [--rate N] [--dry-run]
-    email-service dlq purge  [--reason R] --yes
+    email-service dlq purge  [--reason R] [--json] --yes
     email-service preview --locale zh-CN --name "Zoë" [--format html|text|eml] [--email ADDRESS]
 
 Exit codes: 0 done, 1 some messages could not be moved (they stay in the dead-letter queue), 2 bad configuration
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from . import logs
 from .config import Settings
-from .envvars import read_settings, redact_url
+from .envvars import broker_failure, read_settings, redact_url
 from .template_files import LocaleFiles, TemplateError, read_templates
 from .wire import DEAD_LETTER_REASONS
 
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="show what would be moved, move nothing")
     purge = actions.add_parser("purge", help="remove dead letters for good, printing each one")
     purge.add_argument("--reason", help=reason_help)
+    purge.add_argument("--json", action="store_true", help="one JSON object per line, as dlq list --json")
     purge.add_argument("--yes", action="store_true", help="required: confirms that the messages are to be deleted")
     show = sub.add_parser("preview", help="write the welcome email as it would be sent, from the configured templates")
     show.add_argument("--locale", default=None, help="BCP 47 tag (default: the first of LOCALES)")
@@ -131,9 +132,18 @@ def _preview(settings: Settings, templates: Mapping[str, LocaleFiles], args: arg
     return EXIT_OK
 
 
+def _letter_id(letter: DeadLetter) -> str:
+    """What names a dead letter: the body's event id, else the message_id it came with; and that message_id too
+    when it is another."""
+    name = letter.event_id or letter.message_id or "(no id)"
+    if letter.event_id and letter.message_id not in (None, letter.event_id):
+        name += f"  message_id={letter.message_id}"
+    return name
+
+
 def _letter_line(letter: DeadLetter) -> str:
     """One dead letter as `dlq list` and `dlq purge` print it."""
-    return (f"{letter.event_id}  reason={letter.reason}  attempts={letter.attempts}  "
+    return (f"{_letter_id(letter)}  reason={letter.reason}  attempts={letter.attempts}  "
             f"at={letter.dead_lettered_at}  error={letter.last_error}")
 
 
@@ -161,10 +171,10 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "replay":
             verb = "would replay" if args.dry_run else "replayed"
             report = await queue.replay(limit=args.limit, reason=args.reason, rate=args.rate, dry_run=args.dry_run,
-                                        on_moved=lambda letter: print(f"{verb} {letter.event_id} ({letter.reason})"))
+                                        on_moved=lambda letter: print(f"{verb} {_letter_id(letter)} ({letter.reason})"))
             if args.dry_run:
                 for letter in report.matched:
-                    print(f"{verb} {letter.event_id} ({letter.reason})")
+                    print(f"{verb} {_letter_id(letter)} ({letter.reason})")
             stuck = f"; {report.failed} could not be moved and stay in the dead-letter queue" if report.failed else ""
             print(f"{verb} {len(report.matched) if args.dry_run else report.moved} of {report.scanned} dead letters"
                   + stuck)
@@ -173,17 +183,20 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
             if not args.yes:
                 print("email-service: dlq purge deletes messages for good; add --yes to confirm", file=sys.stderr)
                 return EXIT_USAGE
-            report = await queue.purge(reason=args.reason,
-                                       on_removed=lambda letter: print(f"removed {_letter_line(letter)}"))
-            print(f"removed {report.moved} of {report.scanned} dead letters")
+            report = await queue.purge(reason=args.reason, on_removed=lambda letter: print(
+                as_json(letter) if args.json else f"removed {_letter_line(letter)}"))
+            if args.json:
+                print(json.dumps({"removed": report.moved, "total": report.scanned}))
+            else:
+                print(f"removed {report.moved} of {report.scanned} dead letters")
             return EXIT_OK
     except QueueMissing as exc:
         print(f"email-service: queue {exc} does not exist at {redact_url(settings.amqp_url.value)} "
               "(start email-service once to declare the topology, or check the vhost in AMQP_URL)", file=sys.stderr)
         return EXIT_QUEUE_MISSING
     except (AMQPError, OSError, asyncio.TimeoutError) as exc:
-        print(f"email-service: cannot reach the broker at {redact_url(settings.amqp_url.value)} "
-              f"(wrong host, credentials or vhost?): {exc.__class__.__name__}: {str(exc)[:200]}", file=sys.stderr)
+        print(f"email-service: cannot use the broker at {redact_url(settings.amqp_url.value)}: "
+              f"{broker_failure(exc, settings.amqp_url.value)}", file=sys.stderr)
         return EXIT_BROKER
     return EXIT_USAGE
 

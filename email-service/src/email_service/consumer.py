@@ -22,6 +22,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
 from .config import Settings
+from .envvars import broker_failure
 from .handler import MessageHandler
 from .metrics import EmailMetrics
 from .retry import RetryPolicy
@@ -76,7 +77,8 @@ class EmailConsumer:
             try:
                 await self._start_consuming()
             except Exception as exc:  # noqa: BLE001 - whatever failed (also a queue declared with other arguments), retry
-                log.warning("cannot consume, retrying", extra={"retry_in_seconds": delay, "error": repr(exc)[:300]})
+                log.warning("cannot consume, retrying", extra={
+                    "retry_in_seconds": delay, "error": broker_failure(exc, self.settings.amqp_url.value)})
                 await self._close_connection()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)

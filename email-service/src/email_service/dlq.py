@@ -22,6 +22,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import ChannelNotFoundEntity
 
+from .events import event_id_of
 from .topology import DEAD_LETTER_QUEUE, WORK_QUEUE
 from .wire import (
     ATTEMPTS_MADE_HEADER,
@@ -29,8 +30,10 @@ from .wire import (
     DEAD_LETTERED_AT_HEADER,
     LAST_ERROR_HEADER,
     REPLAY_COUNT_HEADER,
+    copy_marks,
     dead_letter_reason,
     header_text,
+    original_message_id,
 )
 
 
@@ -40,7 +43,11 @@ class QueueMissing(Exception):
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """One dead letter as the commands show it: `event_id` from the body (when it parses as JSON with one),
+    `message_id` as the message came (None when it had none, though a copy's AMQP client gave it one)."""
+
     event_id: str | None
+    message_id: str | None
     reason: str
     last_error: str | None
     attempts: int | None
@@ -50,7 +57,8 @@ class DeadLetter:
     def of(cls, message: AbstractIncomingMessage) -> DeadLetter:
         headers = message.headers or {}
         attempts = headers.get(ATTEMPTS_MADE_HEADER)
-        return cls(event_id=message.message_id, reason=dead_letter_reason(headers),
+        return cls(event_id=event_id_of(message.body), message_id=original_message_id(message.message_id, headers),
+                   reason=dead_letter_reason(headers),
                    last_error=header_text(headers.get(LAST_ERROR_HEADER)),
                    attempts=attempts if isinstance(attempts, int) else None,
                    dead_lettered_at=header_text(headers.get(DEAD_LETTERED_AT_HEADER)))
@@ -154,6 +162,7 @@ class DeadLetterQueue:
 
     async def _publish_copy(self, channel: AbstractChannel, message: AbstractIncomingMessage) -> None:
         headers = {k: v for k, v in (message.headers or {}).items() if k not in CLEARED_ON_REPLAY}
+        headers.update(copy_marks(message.message_id))
         count = headers.get(REPLAY_COUNT_HEADER)
         headers[REPLAY_COUNT_HEADER] = (count if isinstance(count, int) else 0) + 1
         copy = aio_pika.Message(body=message.body, headers=headers, content_type=message.content_type,

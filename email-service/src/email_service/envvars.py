@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 N = TypeVar("N", int, float)
 S = TypeVar("S")
@@ -40,6 +40,19 @@ def redact_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return parts._replace(netloc=netloc).geturl()
+
+
+def broker_failure(exc: BaseException, url: str) -> str:
+    """A failed broker connection in one line, naming what in AMQP_URL the broker refused where it said so, never
+    the password. RabbitMQ answers Connection.Open for a vhost that does not exist (or that the user may not use)
+    by closing the connection; aiormq reports that as an InvalidFrameError whose text is only an object's repr."""
+    text = str(exc)
+    if "Connection.OpenOk" in text and "Connection.Close" in text:
+        parts = urlsplit(url)
+        vhost = unquote(parts.path[1:]) or "/"
+        return (f"the broker refused vhost {vhost!r} of AMQP_URL: it does not exist, or user "
+                f"{unquote(parts.username or 'guest')!r} has no permissions on it")
+    return f"{exc.__class__.__name__}: {text[:200]}"
 
 
 class Env:

@@ -37,6 +37,17 @@ def _invalid(message: str) -> PermanentError:
     return PermanentError(DeadLetterReason.INVALID_EVENT, message)
 
 
+def event_id_of(body: bytes) -> str | None:
+    """The `event_id` of a body that is a JSON object with a string event_id, whether or not the rest is a valid
+    event: for logs and `dlq list` about messages that could not be delivered. Not for the delivery path."""
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    event_id = payload.get("event_id") if isinstance(payload, dict) else None
+    return event_id[:64] if isinstance(event_id, str) and event_id.isprintable() else None
+
+
 def parse_event(body: bytes) -> UserSignedUp:
     """Decode and validate one message body; raise PermanentError with the dead-letter reason otherwise."""
     try:

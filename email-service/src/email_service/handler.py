@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, HeadersType
 
 from .dedup import Claim, DeliveryLedger
 from .errors import ClaimedElsewhere, PermanentError, Throttled, TransientError, classify
-from .events import parse_event
+from .events import event_id_of, parse_event
 from .logs import correlation_id
 from .mailer import SmtpPool
 from .metrics import EmailMetrics
@@ -38,9 +38,12 @@ from .wire import (
     DEFERRED_SINCE_HEADER,
     LAST_ERROR_HEADER,
     REASON_HEADER,
+    REPLAY_COUNT_HEADER,
     SUPERSEDED_HEADERS,
     DeadLetterReason,
+    copy_marks,
     header_text,
+    original_message_id,
 )
 
 log = logging.getLogger("email_service.handler")
@@ -70,6 +73,11 @@ def wire_safe(value: object) -> object:
     return value
 
 
+def _event_id(message: AbstractIncomingMessage) -> str | None:
+    """The event id a failure's log line names: the body's when it parses, else the message_id it came with."""
+    return event_id_of(message.body) or original_message_id(message.message_id, message.headers)
+
+
 def _rfc3339(when: datetime) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -88,7 +96,7 @@ class MessageHandler:
         self.in_progress = 0
         metrics.in_progress.set_function(lambda: self.in_progress)
 
-    async def deliver(self, body: bytes) -> None:
+    async def deliver(self, body: bytes, headers: HeadersType | None = None) -> None:
         """Send the mail for one message body; raise PermanentError/TransientError (or what the send raised)."""
         if len(body) > MAX_BODY_BYTES:
             raise PermanentError(DeadLetterReason.INVALID_EVENT, f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
@@ -114,7 +122,9 @@ class MessageHandler:
         self.metrics.budget_wait_seconds.observe(waited)
         if self.dedup is not None:
             await self.dedup.record_delivered(event.event_id)
-        self.metrics.end_to_end_seconds.observe(max(0.0, time.time() - event.occurred_at.timestamp()))
+        self.metrics.observe_end_to_end(time.time() - event.occurred_at.timestamp(),
+                                        replayed=REPLAY_COUNT_HEADER in (headers or {}),
+                                        longest=self.policy.longest_delivery_seconds)
         self.metrics.messages.labels("sent").inc()
         log.info("mail sent", extra={"event_id": event.event_id, "outcome": "sent", "message_id": mail.message_id})
 
@@ -126,7 +136,7 @@ class MessageHandler:
         self.in_progress += 1
         try:
             try:
-                await self.deliver(message.body)
+                await self.deliver(message.body, message.headers)
             except Exception as exc:  # noqa: BLE001 - every failure is classified, none may kill the consumer
                 failure = classify(exc)
                 try:
@@ -141,7 +151,7 @@ class MessageHandler:
 
     async def _after_failure(self, message: AbstractIncomingMessage, exchange: AbstractExchange, attempt: int,
                              failure: PermanentError | TransientError) -> None:
-        event_id = message.message_id
+        event_id = _event_id(message)
         if isinstance(failure, Throttled):
             await self._defer(message, exchange, attempt, failure)
             return
@@ -173,12 +183,12 @@ class MessageHandler:
         if await self._republish(message, exchange, self.policy.defer_queue, extra):
             self.metrics.messages.labels("deferred").inc()
             log.info("throttled, mail deferred", extra={
-                "event_id": message.message_id, "attempt": attempt, "outcome": "deferred",
+                "event_id": _event_id(message), "attempt": attempt, "outcome": "deferred",
                 "stage": failure.stage.value if failure.stage else "budget", "error": failure.message[:200]})
 
     async def _dead_letter(self, message: AbstractIncomingMessage, exchange: AbstractExchange, attempt: int,
                            reason: DeadLetterReason, failure: PermanentError | TransientError) -> None:
-        event_id = message.message_id
+        event_id = _event_id(message)
         extra: dict[str, object] = {
             REASON_HEADER: reason.value,
             LAST_ERROR_HEADER: failure.message[:MAX_ERROR_LENGTH],
@@ -198,7 +208,7 @@ class MessageHandler:
         kept = {k: v for k, v in (message.headers or {}).items() if k not in SUPERSEDED_HEADERS}
         copy = aio_pika.Message(
             body=message.body,
-            headers=cast(HeadersType, wire_safe({**kept, **extra_headers})),
+            headers=cast(HeadersType, wire_safe({**kept, **copy_marks(message.message_id), **extra_headers})),
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -222,7 +232,7 @@ class MessageHandler:
         """Last resort when no copy could be made: reject without requeue, so RabbitMQ dead-letters the original
         itself (x-first-death-reason: rejected), unchanged."""
         log.error("could not retry or dead-letter the message, rejecting it to the dead-letter queue",
-                  extra={"event_id": message.message_id, "error": repr(bug)[:300]}, exc_info=bug)
+                  extra={"event_id": _event_id(message), "error": repr(bug)[:300]}, exc_info=bug)
         try:
             await message.reject(requeue=False)
         except (aio_pika.exceptions.AMQPError, RuntimeError, OSError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -26,6 +28,30 @@ SEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
                       14400.0)
 
+# occurred_at up to this far ahead of our clock is clock skew (the age counts as 0); further ahead, implausible.
+CLOCK_SKEW_SECONDS = 60.0
+
+
+class EndToEndExclusion(enum.StrEnum):
+    """Why a sent mail's age is not in email_end_to_end_seconds (the `reason` of email_end_to_end_excluded_total):
+    the histogram, and the latency alert on it, measure first deliveries of events that are as old as a mail of
+    this service can legitimately be."""
+
+    REPLAYED = "replayed"  # moved back from the dead-letter queue (x-replay-count): its age is the operator's
+    TOO_OLD = "too_old"  # older than the longest a delivery can take (retry delays and the delivery deadline)
+    IN_FUTURE = "in_future"  # occurred_at more than CLOCK_SKEW_SECONDS ahead of this process's clock
+
+
+def end_to_end_exclusion(age: float, *, replayed: bool, longest: float) -> EndToEndExclusion | None:
+    """Whether a sent mail's age (now - occurred_at, seconds) stays out of email_end_to_end_seconds, and why."""
+    if replayed:
+        return EndToEndExclusion.REPLAYED
+    if age < -CLOCK_SKEW_SECONDS:
+        return EndToEndExclusion.IN_FUTURE
+    if age > longest:
+        return EndToEndExclusion.TOO_OLD
+    return None
+
 
 class EmailMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -36,8 +62,12 @@ class EmailMetrics:
         self.send_seconds = Histogram("email_send_seconds", "Duration of the SMTP exchange for one mail.",
                                       buckets=SEND_BUCKETS, registry=registry)
         self.end_to_end_seconds = Histogram(
-            "email_end_to_end_seconds", "Time from the event's occurred_at until the SMTP server accepted the mail.",
+            "email_end_to_end_seconds", "Time from the event's occurred_at until the SMTP server accepted the mail "
+            "(first deliveries with a plausible age; see email_end_to_end_excluded).",
             buckets=END_TO_END_BUCKETS, registry=registry)
+        self.end_to_end_excluded = Counter(
+            "email_end_to_end_excluded", "Sent mails left out of email_end_to_end_seconds, by reason.", ["reason"],
+            registry=registry)
         self.in_progress = Gauge("email_in_progress", "Messages being handled right now.", registry=registry)
         self.consumer_up = Gauge("email_consumer_up", "1 while the consumer is registered with the broker.",
                                  registry=registry)
@@ -72,6 +102,8 @@ class EmailMetrics:
             self.messages.labels(outcome)
         for reason in DeadLetterReason:
             self.dead_letters.labels(reason.value)
+        for exclusion in EndToEndExclusion:
+            self.end_to_end_excluded.labels(exclusion.value)
         # The mail itself: events whose locale has no template and got the default locale's.
         self.template_fallbacks = Counter(
             "email_template_fallbacks", "Mails rendered with the default locale's template because the event's "
@@ -79,3 +111,11 @@ class EmailMetrics:
         # The standard process_* and python_* series, as in the default registry.
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             registry.register(collector)
+
+    def observe_end_to_end(self, age: float, *, replayed: bool, longest: float) -> None:
+        """A sent mail's age into email_end_to_end_seconds, or counted out of it with the reason."""
+        exclusion = end_to_end_exclusion(age, replayed=replayed, longest=longest)
+        if exclusion is None:
+            self.end_to_end_seconds.observe(max(0.0, age))
+        else:
+            self.end_to_end_excluded.labels(exclusion.value).inc()

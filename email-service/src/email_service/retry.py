@@ -38,6 +38,13 @@ class RetryPolicy:
     def deadline_passed(self, deferred_since: datetime | None, now: datetime) -> bool:
         return deferred_since is not None and (now - deferred_since).total_seconds() > self.deadline_seconds
 
+    @property
+    def longest_delivery_seconds(self) -> float:
+        """The longest a mail can take from its event to the SMTP server's acceptance, queueing aside: every retry
+        delay of max_attempts, then deferrals until the delivery deadline."""
+        return sum(self.delays[self.tier_for(attempt)] for attempt in range(1, self.max_attempts)) \
+            + self.deadline_seconds
+
     def tier_queue(self, tier: int) -> str:
         return f"{self.queue}.retry.{_format_seconds(self.delays[tier])}"
 

@@ -11,6 +11,7 @@ version may wait in a queue for days: a header is renamed only with its old name
     a dead letter     x-dead-letter-reason, x-last-error, x-attempts (attempts made), x-dead-lettered-at
                       or, dead-lettered by RabbitMQ itself, x-first-death-reason and the other x-death headers
     a replayed copy   x-replay-count; the retry and dead-letter headers above are removed
+    any copy          x-message-id-absent when the message first came without a message_id (see below)
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ REASON_HEADER = "x-dead-letter-reason"  # a DeadLetterReason value
 ATTEMPTS_MADE_HEADER = "x-attempts"  # on a dead letter: how many attempts were made
 DEAD_LETTERED_AT_HEADER = "x-dead-lettered-at"  # RFC 3339, UTC, milliseconds
 REPLAY_COUNT_HEADER = "x-replay-count"  # how many times `email-service dlq replay` moved this message back
+# True on every copy of a message that came without a message_id. aiormq gives each publish without one a random id
+# (it matches the broker's returns of mandatory publishes to their confirms by it), so a copy cannot go out as the
+# original came; this header says its message_id is not the original's, and original_message_id() reads it.
+MESSAGE_ID_ABSENT_HEADER = "x-message-id-absent"
 
 # Written by RabbitMQ: when it dead-letters a message itself, and on redeliveries from a quorum queue.
 FIRST_DEATH_REASON_HEADER = "x-first-death-reason"  # a BrokerDeadLetterReason value
@@ -81,3 +86,13 @@ def dead_letter_reason(headers: Mapping[str, object] | None) -> str:
     headers = headers or {}
     return (header_text(headers.get(REASON_HEADER)) or header_text(headers.get(FIRST_DEATH_REASON_HEADER))
             or UNKNOWN_REASON)
+
+
+def original_message_id(message_id: str | None, headers: Mapping[str, object] | None) -> str | None:
+    """The message_id a message came with: None when it had none (also on copies the AMQP client gave one)."""
+    return None if (headers or {}).get(MESSAGE_ID_ABSENT_HEADER) is True else message_id
+
+
+def copy_marks(message_id: str | None) -> dict[str, bool]:
+    """The headers a copy adds so that what the original's properties were stays readable."""
+    return {MESSAGE_ID_ABSENT_HEADER: True} if not message_id else {}

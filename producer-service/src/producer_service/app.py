@@ -8,7 +8,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from importlib import resources
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -19,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import logs
+from . import logs, openapi
 from .config import Settings
 from .events import DuplicateKey, FieldError, InvalidSignup, UserSignedUp, parse_signup, refuse_duplicate_keys
 from .metrics import ROUTES, ProducerMetrics, SignupOutcome
@@ -30,7 +29,6 @@ log = logging.getLogger("producer_service.api")
 MAX_HEADER_TOKEN = 128
 REQUEST_ID_HEADER = "x-request-id"  # read from the request (when well-formed) and set on every response
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.encode("ascii")
-OPENAPI = resources.files("producer_service").joinpath("openapi.json").read_bytes()
 
 
 def _header_token(value: str | None, limit: int = MAX_HEADER_TOKEN) -> str | None:
@@ -99,6 +97,7 @@ class SignupAPI:
         self.settings = settings
         self.publisher = publisher
         self.metrics = metrics
+        self.openapi_document = openapi.document(settings.locales)
 
     async def _read_body(self, request: Request) -> bytes | Response:
         limit = self.settings.max_body_bytes
@@ -185,7 +184,7 @@ class SignupAPI:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(self, request: Request) -> Response:
-        return Response(OPENAPI, media_type="application/json")
+        return Response(self.openapi_document, media_type="application/json")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -95,6 +95,12 @@ class BatchingStdoutHandler(logging.Handler):
             self.flush()
 
 
+def flush() -> None:
+    """Write what the handlers hold now: called on a clean stop, before the last line could be lost to a signal."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def configure(level: str) -> None:
     # Our lines carry no file, line, thread or process: skip collecting them (the logging docs' "Optimization").
     logging._srcfile = None

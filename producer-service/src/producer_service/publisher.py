@@ -23,6 +23,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 
+from .envvars import broker_failure
 from .events import EVENT_TYPE, UserSignedUp
 from .metrics import ProducerMetrics
 
@@ -100,7 +101,7 @@ class EventPublisher:
                 await self._connect()
             except Exception as exc:  # noqa: BLE001 - whatever failed, keep trying: this loop must never die
                 log.warning("broker connection failed, retrying", extra={
-                    "retry_in_seconds": delay, "error": f"{exc.__class__.__name__}: {str(exc)[:200]}"})
+                    "retry_in_seconds": delay, "error": broker_failure(exc, self._url)})
                 await self._close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._reconnect_max_delay)
