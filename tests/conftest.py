@@ -63,8 +63,8 @@ def producer_factory(request: pytest.FixtureRequest) -> Callable[..., RunningPro
 def email_service_factory(vhost: VHost, smtp_server: SmtpTestServer) -> Callable[..., RunningEmailService]:
     """Start email-service in-process against this test's vhost and SMTP server."""
 
-    def make(smtp_port: int | None = None, dedup: object = None, **env: str) -> RunningEmailService:
-        return RunningEmailService(email_settings(vhost.url, smtp_port or smtp_server.port, **env), dedup=dedup)
+    def make(smtp_port: int | None = None, **env: str) -> RunningEmailService:
+        return RunningEmailService(email_settings(vhost.url, smtp_port or smtp_server.port, **env))
 
     return make
 

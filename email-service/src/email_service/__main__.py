@@ -44,12 +44,7 @@ log = logging.getLogger("email_service")
 async def _run(settings: Settings, templates: Mapping[str, LocaleFiles]) -> int:
     from .service import EmailService
 
-    dedup = None
-    if settings.dedup_url is not None:
-        from .dedup import DeliveryLedger
-
-        dedup = DeliveryLedger.from_settings(settings)
-    service = EmailService(settings, dedup=dedup, templates=templates)
+    service = EmailService(settings, templates=templates)
     loop = asyncio.get_running_loop()
     signals_seen = 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import NamedTuple
 
 import aiosmtplib
 
@@ -30,6 +31,11 @@ MAX_WAIT_SECONDS = 3.0  # the longest a mail waits in this process for a slot, t
 CONNECTION_POLL_SECONDS = 0.05  # how often a send without a connection lease asks again (within MAX_WAIT_SECONDS)
 
 log = logging.getLogger("email_service.mailer")
+
+
+class SendResult(NamedTuple):
+    waited: float  # seconds spent waiting for a slot, the budget or a connection
+    reply: str  # the server's reply to DATA (its code is 250: aiosmtplib raises on any other)
 
 
 class SmtpPool:
@@ -92,9 +98,9 @@ class SmtpPool:
         if lease is not None and self.budget is not None:
             await self.budget.release_connection(lease)
 
-    async def send(self, mail: RenderedEmail) -> float:
-        """Send one mail; returns the seconds it waited for a slot, the budget or a connection. Raises what
-        aiosmtplib raised, or Throttled when that wait would exceed MAX_WAIT_SECONDS."""
+    async def send(self, mail: RenderedEmail) -> SendResult:
+        """Send one mail; returns the seconds it waited for a slot, the budget or a connection, and the server's
+        reply to DATA. Raises what aiosmtplib raised, or Throttled when that wait would exceed MAX_WAIT_SECONDS."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + MAX_WAIT_SECONDS
         async with self.governor.slot(MAX_WAIT_SECONDS):
@@ -105,7 +111,7 @@ class SmtpPool:
             waited = MAX_WAIT_SECONDS - (deadline - loop.time())
             self.in_use += 1
             try:
-                await self._send_on_pooled(mail, deadline)
+                reply = await self._send_on_pooled(mail, deadline)
             except Exception as exc:
                 failure = classify(exc)
                 if isinstance(failure, Throttled) and failure.stage is not None:
@@ -115,16 +121,17 @@ class SmtpPool:
             finally:
                 self.in_use -= 1
             self.governor.accepted()
-        return waited
+        return SendResult(waited, reply)
 
-    async def _send_on_pooled(self, mail: RenderedEmail, deadline: float) -> None:
+    async def _send_on_pooled(self, mail: RenderedEmail, deadline: float) -> str:
+        """Send on an idle connection or a new one; returns the text of the server's reply to DATA."""
         while self._idle:
             client, lease = self._idle.pop()
             if not client.is_connected:
                 await self._discard(client, lease)
                 continue
             try:
-                await client.sendmail(mail.sender, [mail.recipient], mail.data)
+                _, reply = await client.sendmail(mail.sender, [mail.recipient], mail.data)
             except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
                 # The server closed an idle connection; try once more on a fresh one below.
                 await self._discard(client, lease)
@@ -133,17 +140,18 @@ class SmtpPool:
                 await self._discard(client, lease)
                 raise
             await self._put_back(client, lease)
-            return
+            return reply
         lease = await self._lease(deadline)
         if lease is _REUSED:
             return await self._send_on_pooled(mail, deadline)
         client = await self._connect(lease)
         try:
-            await client.sendmail(mail.sender, [mail.recipient], mail.data)
+            _, reply = await client.sendmail(mail.sender, [mail.recipient], mail.data)
         except BaseException:
             await self._discard(client, lease)
             raise
         await self._put_back(client, lease)
+        return reply
 
     async def _lease(self, deadline: float) -> str | None:
         """A connection lease of the budget (None without a budget), or _REUSED when an idle connection came back
