@@ -77,6 +77,14 @@ def dedup_env() -> Iterator[dict[str, str]]:
     space.clean()
 
 
+@pytest.fixture
+def key_space() -> Iterator[KeySpace]:
+    """A key space of this test's own on the shared Redis (delivery records, dedup); its keys are deleted after."""
+    space = KeySpace()
+    yield space
+    space.clean()
+
+
 @pytest.fixture(scope="module")
 def relay_sink() -> Iterator[SmtpTestServer]:
     """The SMTP server behind the module's Postfix relay: what Postfix passed on arrives here."""

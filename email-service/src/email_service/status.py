@@ -99,7 +99,8 @@ class DeliveryRecords:
         self._claim = client.register_script(CLAIM_SCRIPT)
 
     @classmethod
-    def from_settings(cls, settings: Settings, on_write_failure: Callable[[], object] = lambda: None) -> DeliveryRecords:
+    def from_settings(cls, settings: Settings,
+                      on_write_failure: Callable[[], object] = lambda: None) -> DeliveryRecords:
         assert settings.redis_url is not None
         client = redis.Redis.from_url(settings.redis_url.value, socket_timeout=2, socket_connect_timeout=2,
                                       retry_on_timeout=False)
@@ -144,7 +145,8 @@ class DeliveryRecords:
         now = rfc3339(time.time())
         await self._write("sent", event_id, {
             "status": DeliveryStatus.SENT.value, "sent_at": now, "last_update": now, "reply_code": ACCEPTED_CODE,
-            "reply_text": accepted.reply[:MAX_TEXT], "message_id": accepted.message_id}, release=True)
+            "reply_text": accepted.reply[:MAX_TEXT], "message_id": accepted.message_id},
+            drop=(*INTERNAL_FIELDS, "next_tier"))
 
     async def failed(self, event_id: str, status: DeliveryStatus, *, attempt: int, error: str,
                      next_tier: str | None = None, reason: str | None = None) -> None:
@@ -155,7 +157,8 @@ class DeliveryRecords:
             fields["next_tier"] = next_tier
         if reason is not None:
             fields["reason"] = reason
-        await self._write(status.value, event_id, fields, release=True)
+        drop = INTERNAL_FIELDS if next_tier is not None else (*INTERNAL_FIELDS, "next_tier")
+        await self._write(status.value, event_id, fields, drop=drop)
 
     async def moved(self, event_id: str | None, status: DeliveryStatus, replays: int | None = None) -> None:
         """What a dlq command did to a letter: replayed (with the replay count) or purged."""
@@ -166,14 +169,15 @@ class DeliveryRecords:
             fields["replays"] = replays
         await self._write(status.value, event_id, fields)
 
-    async def _write(self, action: str, event_id: str, fields: dict[str, object], release: bool = False) -> None:
+    async def _write(self, action: str, event_id: str, fields: dict[str, object], drop: tuple[str, ...] = ()) -> None:
+        """One round trip: set the fields, drop `drop` (the claim, a tier no longer waited in), renew the expiry."""
         key = self.key(event_id)
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
                 pipe.hsetnx(key, "first_update", str(fields["last_update"]))
-                if release:
-                    pipe.hdel(key, *INTERNAL_FIELDS)
+                if drop:
+                    pipe.hdel(key, *drop)
                 pipe.expire(key, self.ttl_seconds)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
