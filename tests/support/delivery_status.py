@@ -3,8 +3,12 @@ GET /v1/signups/{event_id} the way support would (with the bearer token)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import httpx
 
+from .processes import VENV_BIN
 from .waits import WaitTimedOut, eventually
 
 STATUS_TOKEN = "test-status-token-0123456789abcdef"
@@ -43,3 +47,18 @@ async def wait_for_status(client: httpx.AsyncClient, event_id: str, status: str,
     except WaitTimedOut as exc:
         raise AssertionError(f"{exc} {fields or ''}; last seen: {seen}") from None
     return seen
+
+
+async def email_cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """Run `email-service ARGS` as a process without blocking the test's event loop (in-process services keep
+    running); returns exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(str(VENV_BIN / "email-service"), *args, env={**os.environ, **env},
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"email-service {' '.join(args)} did not end within {timeout}s") from None
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
