@@ -102,8 +102,9 @@ class DeliveryRecords:
     def from_settings(cls, settings: Settings,
                       on_write_failure: Callable[[], object] = lambda: None) -> DeliveryRecords:
         assert settings.redis_url is not None
+        # One connection per message in flight at most (redis-py's pool refuses more than its maximum, 100 by default).
         client = redis.Redis.from_url(settings.redis_url.value, socket_timeout=2, socket_connect_timeout=2,
-                                      retry_on_timeout=False)
+                                      retry_on_timeout=False, max_connections=max(100, settings.concurrency + 10))
         # The claim must outlive one whole SMTP exchange (several commands, each up to the timeout).
         return cls(client, ttl_seconds=settings.record_ttl_seconds,
                    claim_seconds=int(settings.smtp_timeout * 4) + 10, dedup=settings.dedup_enabled,
