@@ -63,8 +63,8 @@ def producer_factory(request: pytest.FixtureRequest) -> Callable[..., RunningPro
 def email_service_factory(vhost: VHost, smtp_server: SmtpTestServer) -> Callable[..., RunningEmailService]:
     """Start email-service in-process against this test's vhost and SMTP server."""
 
-    def make(smtp_port: int | None = None, dedup: object = None, **env: str) -> RunningEmailService:
-        return RunningEmailService(email_settings(vhost.url, smtp_port or smtp_server.port, **env), dedup=dedup)
+    def make(smtp_port: int | None = None, **env: str) -> RunningEmailService:
+        return RunningEmailService(email_settings(vhost.url, smtp_port or smtp_server.port, **env))
 
     return make
 
@@ -74,6 +74,14 @@ def dedup_env() -> Iterator[dict[str, str]]:
     """Settings for duplicate-free delivery in a key space of this test's own; the keys are deleted afterwards."""
     space = KeySpace()
     yield space.env()
+    space.clean()
+
+
+@pytest.fixture
+def key_space() -> Iterator[KeySpace]:
+    """A key space of this test's own on the shared Redis (delivery records, dedup); its keys are deleted after."""
+    space = KeySpace()
+    yield space
     space.clean()
 
 

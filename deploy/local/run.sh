@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the whole pipeline in the foreground against the local RabbitMQ.
 #   producer-service on :8000, email-service (metrics on :9100), SMTP capture on :1025 writing to ./mail-capture,
-#   its mail viewer on http://127.0.0.1:1080/.
+#   its mail viewer on http://127.0.0.1:1080/, and a redis-server of its own on :6380 (nothing on disk) for dedup and
+#   the delivery records (REDIS_URL overrides).
 # When the producer or the email-service stops, this says which one and with what status, stops the rest and exits
 # with that status. The SMTP capture may stop alone (kill its pid, printed below): the pipeline goes on, the
 # email-service retries, and `make capture` starts the capture again. Ctrl-C stops everything and exits 0.
@@ -14,7 +15,10 @@ BIN=.venv/bin
 : "${SMTP_CAPTURE_PORT:=1025}"
 : "${MAIL_VIEWER_PORT:=1080}"
 : "${CAPTURE_DIR:=mail-capture}"
-export AMQP_URL HTTP_PORT METRICS_PORT
+: "${REDIS_PORT:=6380}"
+: "${STATUS_API_TOKEN:=local-status-token-0123456789}"
+: "${IDEMPOTENCY_SECRET:=local-idempotency-secret-0123456789}"
+export AMQP_URL HTTP_PORT METRICS_PORT STATUS_API_TOKEN IDEMPOTENCY_SECRET
 
 declare -A names=()  # pid -> component, for the ones still running
 
@@ -49,6 +53,13 @@ set -m
 trap on_signal INT TERM
 trap 'trap - EXIT; stop_all' EXIT
 
+if [ -z "${REDIS_URL:-}" ]; then
+  deploy/local/ensure-packages.sh redis-server
+  start redis-server redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --loglevel warning
+  REDIS_URL="redis://127.0.0.1:${REDIS_PORT}/0"
+fi
+export REDIS_URL
+
 start smtp-capture "$BIN/python" deploy/local/smtp_capture.py --port "$SMTP_CAPTURE_PORT" --dir "$CAPTURE_DIR" \
   --http-port "$MAIL_VIEWER_PORT"
 capture_pid=$!
@@ -63,6 +74,8 @@ cat <<MSG
          -d '{"email": "ada@example.com", "name": "Ada Lovelace", "locale": "en"}'
   The welcome email appears in ${CAPTURE_DIR}/ (one line per mail below) and in the mail viewer:
     http://127.0.0.1:${MAIL_VIEWER_PORT}/
+  Its delivery record (the event_id is in the 202's body):
+    curl -s localhost:${HTTP_PORT}/v1/signups/<event_id> -H 'Authorization: Bearer ${STATUS_API_TOKEN}'
   To watch retries: kill ${capture_pid} (the SMTP capture alone), sign up, then \`make capture\` to start it again.
   Ctrl-C stops everything.
 

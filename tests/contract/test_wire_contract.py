@@ -23,6 +23,7 @@ HEADERS = {
     "REPLAY_COUNT_HEADER": "x-replay-count",
     "FIRST_DEATH_REASON_HEADER": "x-first-death-reason",
     "MESSAGE_ID_ABSENT_HEADER": "x-message-id-absent",
+    "LEGACY_EVENT_ID_HEADER": "x-legacy-event-id",
 }
 RENAMED = "a header renamed strands the messages already in queues: keep reading the old name (see wire.py)"
 
@@ -61,6 +62,7 @@ def test_copies_drop_the_legacy_attempt_header_and_replays_drop_both():
 
 def test_the_producer_writes_the_correlation_header_the_consumer_reads():
     assert publisher.CORRELATION_ID_HEADER == wire.CORRELATION_ID_HEADER
+    assert publisher.LEGACY_EVENT_ID_HEADER == wire.LEGACY_EVENT_ID_HEADER
 
 
 @pytest.mark.parametrize("headers,reason", [

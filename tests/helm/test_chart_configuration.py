@@ -35,15 +35,20 @@ KUBE_LATEST = kubernetes_validate.utils.latest_version()
 
 SPEC_ENV = {
     "producer": {"AMQP_URL", "HTTP_HOST", "HTTP_PORT", "LOG_LEVEL", "PUBLISH_TIMEOUT_SECONDS", "MAX_BODY_BYTES",
-                 "RETRY_AFTER_SECONDS", "RECONNECT_MAX_DELAY_SECONDS", "AMQP_HEARTBEAT_SECONDS", "LOCALES"},
+                 "RETRY_AFTER_SECONDS", "RECONNECT_MAX_DELAY_SECONDS", "AMQP_HEARTBEAT_SECONDS", "LOCALES",
+                 "REDIS_URL", "REDIS_KEY_PREFIX", "DELIVERY_STATUS_TTL_SECONDS", "STATUS_API_TOKEN",
+                 "IDEMPOTENCY_SECRET"},
     "email": {"AMQP_URL", "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_SECURITY",
               "SMTP_TLS_VERIFY", "SMTP_TIMEOUT_SECONDS", "MAIL_FROM", "PRODUCT_NAME", "METRICS_HOST",
               "METRICS_PORT", "CONCURRENCY", "MAX_ATTEMPTS", "RETRY_DELAYS", "SHUTDOWN_TIMEOUT_SECONDS",
               "RECONNECT_MAX_DELAY_SECONDS", "AMQP_HEARTBEAT_SECONDS", "LOG_LEVEL", "DEDUP_URL", "DEDUP_TTL_SECONDS",
               "DEDUP_FAIL_MODE", "DEDUP_KEY_PREFIX", "PRODUCT_URL", "LOCALES", "THROTTLE_DELAY_SECONDS",
-              "DELIVERY_DEADLINE_SECONDS"},
+              "DELIVERY_DEADLINE_SECONDS", "DELIVERY_STATUS_TTL_SECONDS"},
 }
-SECRET_ENV = {"AMQP_URL", "SMTP_USERNAME", "SMTP_PASSWORD", "DEDUP_URL"}
+SECRET_ENV = {"AMQP_URL", "SMTP_USERNAME", "SMTP_PASSWORD", "DEDUP_URL", "REDIS_URL", "STATUS_API_TOKEN",
+              "IDEMPOTENCY_SECRET"}
+# The Secret's keys (the producer reads the Redis URL of key DEDUP_URL as REDIS_URL).
+SECRET_KEYS = {"AMQP_URL", "SMTP_USERNAME", "SMTP_PASSWORD", "DEDUP_URL", "STATUS_API_TOKEN", "IDEMPOTENCY_SECRET"}
 
 
 @pytest.mark.parametrize("value_set", SETS)
@@ -90,7 +95,7 @@ def test_large_numbers_are_not_rendered_in_exponent_notation():
 def test_chart_secret_holds_only_what_is_set():
     assert one(rendered("defaults"), "Secret", f"{RELEASE}-secrets")["stringData"] == {
         "AMQP_URL": "amqp://guest:guest@rabbitmq:5672/"}
-    assert set(one(rendered("everything"), "Secret", "mail-secrets")["stringData"]) == SECRET_ENV
+    assert set(one(rendered("everything"), "Secret", "mail-secrets")["stringData"]) == SECRET_KEYS
 
 
 def test_existing_secret_is_used_with_its_own_key_names():
@@ -107,6 +112,7 @@ def test_existing_secret_is_used_with_its_own_key_names():
     ({"secrets": {"amqpUrl": ""}}, "secrets.amqpUrl"),
     ({"secrets": {"amqpUrl": "http://rabbitmq:15672/"}}, "secrets.amqpUrl"),
     ({"secrets": {"smtpUsername": "mailer"}}, "set together"),
+    ({"secrets": {"statusApiToken": "status-token-0123456789"}}, "secrets.idempotencySecret"),
 ])
 def test_secret_values_are_checked(bad, message):
     with pytest.raises(helm.HelmError, match=message):
@@ -140,6 +146,13 @@ def test_checksum_annotation_follows_configmap_and_secret():
     ({"email": {"config": {"smtp": {"security": "ssl"}}}}, "/email/config/smtp/security"),
     ({"email": {"autoscaling": {"keda": {"enabled": "yes"}}}}, "/email/autoscaling/keda/enabled"),
     ({"emial": {"replicaCount": 2}}, "emial"),
+    ({"secrets": {"statusApiToken": "short"}}, "/secrets/statusApiToken"),
+    ({"deliveryStatus": {"ttlSeconds": 5}}, "/deliveryStatus/ttlSeconds"),
+    ({"email": {"replayCronJob": {"reasons": ["retries_exhausted", "tired"]}}}, "/email/replayCronJob/reasons"),
+    ({"email": {"replayCronJob": {"reasons": []}}}, "/email/replayCronJob/reasons"),
+    ({"email": {"replayCronJob": {"maxReplays": 0}}}, "/email/replayCronJob/maxReplays"),
+    ({"email": {"replayCronJob": {"rate": 0}}}, "/email/replayCronJob/rate"),
+    ({"email": {"replayCronJob": {"schedule": "hourly"}}}, "/email/replayCronJob/schedule"),
 ])
 def test_schema_rejects_wrong_values(bad, where):
     with pytest.raises(helm.HelmValuesError, match=where):

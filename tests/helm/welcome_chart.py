@@ -74,7 +74,8 @@ MONITORING = {
 EXISTING_SECRET = {
     "secrets": {"existingSecret": "welcome-mail-credentials", "amqpUrl": "",
                 "keys": {"amqpUrl": "amqp-url", "smtpUsername": "smtp-user", "smtpPassword": "smtp-password",
-                         "dedupUrl": "redis-url"}},
+                         "dedupUrl": "redis-url", "statusApiToken": "status-token",
+                         "idempotencySecret": "idempotency-secret"}},
 }
 NETWORK_POLICY = {
     "networkPolicy": {
@@ -93,7 +94,9 @@ EVERYTHING = deep_merge(deep_merge(deep_merge(KEDA, MONITORING), NETWORK_POLICY)
     "commonLabels": {"team": "growth"},
     "commonAnnotations": {"owner": "growth@example.com"},
     "imagePullSecrets": [{"name": "regcred"}],
-    "secrets": {"smtpUsername": "mailer", "smtpPassword": "s3cret", "dedupUrl": "redis://redis:6379/0"},
+    "secrets": {"smtpUsername": "mailer", "smtpPassword": "s3cret", "dedupUrl": "redis://redis:6379/0",
+                "statusApiToken": "status-token-0123456789", "idempotencySecret": "idempotency-0123456789"},
+    "deliveryStatus": {"ttlSeconds": 7776000},
     "producer": {"autoscaling": {"hpa": {"enabled": True}},
                  "image": {"digest": "sha256:" + "a" * 64},
                  "service": {"type": "LoadBalancer", "annotations": {"example.com/lb": "internal"}},
@@ -101,6 +104,8 @@ EVERYTHING = deep_merge(deep_merge(deep_merge(KEDA, MONITORING), NETWORK_POLICY)
     "email": {"config": {"smtp": {"caFile": "/etc/smtp-ca/ca.crt", "poolSize": 4, "port": 2465},
                          "concurrency": 32, "shutdownTimeoutSeconds": 40, "sendRateLimit": 13.5,
                          "smtpMaxConnections": 20},
+              "replayCronJob": {"enabled": True, "schedule": "*/30 * * * *", "timeZone": "Europe/Zurich",
+                                "reasons": ["retries_exhausted"], "rate": 2.5, "limit": 200, "maxReplays": 2},
               "terminationGracePeriodSeconds": 60,
               "extraVolumes": [{"name": "smtp-ca", "configMap": {"name": "smtp-ca"}}],
               "extraVolumeMounts": [{"name": "smtp-ca", "mountPath": "/etc/smtp-ca", "readOnly": True}],

@@ -192,13 +192,6 @@ async def test_clear_errors_for_wrong_url_missing_queue_and_bad_arguments(vhost)
 
 # --- duplicate-free delivery -------------------------------------------------------------------------------------
 
-def ledger(settings_env: dict):
-    from email_service.config import Settings
-    from email_service.dedup import DeliveryLedger
-
-    return DeliveryLedger.from_settings(Settings.from_env(settings_env))
-
-
 def process_env(vhost, smtp_server, **extra: str) -> dict[str, str]:
     return email_env(vhost.url, smtp_server.port, RETRY_DELAYS="0.3,0.6", MAX_ATTEMPTS="6", **extra)
 
@@ -229,7 +222,7 @@ async def test_same_event_to_two_consumer_processes_gives_one_mail(vhost, smtp_s
 
 async def test_two_posts_with_the_same_idempotency_key_give_one_mail(producer_factory, email_service_factory,
                                                                      smtp_server, dedup_env):
-    async with email_service_factory(dedup=ledger(dedup_env)) as consumer, producer_factory() as producer:
+    async with email_service_factory(**dedup_env) as consumer, producer_factory() as producer:
         await producer.wait_ready()
         headers = {"Idempotency-Key": f"signup-{uuid.uuid4()}"}
         first, second = await asyncio.gather(producer.signup("ada@example.com", headers=headers),
@@ -252,7 +245,7 @@ async def test_without_dedup_delivery_is_at_least_once(email_service_factory, sm
 @pytest.mark.parametrize("mode", ["closed", "open"])
 async def test_redis_down_fail_closed_retries_fail_open_sends(email_service_factory, smtp_server, vhost, mode):
     down = {"DEDUP_URL": f"redis://127.0.0.1:{free_port()}/0", "DEDUP_FAIL_MODE": mode}
-    async with email_service_factory(dedup=ledger(down), MAX_ATTEMPTS="2", RETRY_DELAYS="0.2") as consumer:
+    async with email_service_factory(**down, MAX_ATTEMPTS="2", RETRY_DELAYS="0.2") as consumer:
         await publish_raw(vhost.url, [event_body()])
         if mode == "closed":
             await eventually(lambda: consumer.count("dead_lettered") == 1, what="retries, then a dead letter")
@@ -268,7 +261,7 @@ async def test_redis_down_fail_closed_retries_fail_open_sends(email_service_fact
 async def test_replayed_event_that_was_delivered_is_not_sent_again(email_service_factory, smtp_server, vhost,
                                                                    dedup_env):
     event_id = str(uuid.uuid4())
-    async with email_service_factory(dedup=ledger(dedup_env)) as consumer:
+    async with email_service_factory(**dedup_env) as consumer:
         await publish_raw(vhost.url, [event_body(event_id=event_id)])
         await eventually(lambda: smtp_server.count() == 1, what="the mail")
         # The same event comes back, e.g. replayed from the DLQ after its ack was lost.

@@ -28,7 +28,9 @@ RUNBOOK_BASE = "https://github.com/example/welcome-mail/blob/main/docs/operation
 # --- what exists: the metric names of SPEC.md plus the broker's per-queue series -------------------------
 
 _COUNTERS = ["producer_signups_total", "email_messages_total", "email_dead_letters_total", "email_smtp_throttled_total",
-             "email_end_to_end_excluded_total"]
+             "email_end_to_end_excluded_total",
+             "email_status_write_failures_total", "email_replayed_messages_total",
+             "producer_status_write_failures_total"]
 _HISTOGRAMS = [
     "producer_publish_seconds",
     "producer_http_request_duration_seconds",

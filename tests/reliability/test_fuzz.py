@@ -1,7 +1,8 @@
 """Fuzzing the two edges of the pipeline against real processes.
 
 - The producer's HTTP API: schemathesis (every check, a fixed seed, a bounded number of cases per operation) from the
-  OpenAPI description it serves, with the broker up and with the broker unreachable; and hypothesis-generated raw
+  OpenAPI description it serves, with the broker up and with the broker unreachable, and over the delivery-status
+  lookup with Redis and its token (the auth checks send it without and with a wrong token); and hypothesis-generated raw
   requests schemathesis does not make (broken UTF-8, bodies around MAX_BODY_BYTES, deep nesting, odd content types
   and headers). No 5xx but a 503 while the broker is out, no status code the OpenAPI description does not list,
   every rejection a machine-readable JSON body.
@@ -28,6 +29,7 @@ import pytest
 
 from producer_service.app import REQUEST_ID_HEADER
 from tests.support.amqp import declare_topology, read_dead_letters, ready_count
+from tests.support.delivery_status import AUTH, producer_status_env
 from tests.support.env import email_env, producer_env
 from tests.support.ports import free_port
 from tests.support.probes import http_ok
@@ -48,6 +50,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow
 MAX_BODY_BYTES = 16384
 DLQ = "email.welcome.dlq"
 SIGNUP_STATUSES = {202, 400, 413, 415, 422, 503}  # what openapi.json lists for POST /v1/signups
+STATUS_OPERATION = "getDeliveryStatus"  # GET /v1/signups/{event_id}
 
 
 @pytest.fixture
@@ -79,29 +82,50 @@ def _signups_by_outcome(url: str) -> dict[str, float]:
 @pytest.mark.parametrize("producer", ["up", "down"], indirect=True)
 def test_producer_api_schemathesis(producer, tmp_path):
     url, broker, process = producer
+    # With the broker out, a valid signup must get the documented 503 (and nothing else in the 5xx range). The
+    # status lookup (501 here: no REDIS_URL) has a run of its own below.
+    output = _schemathesis(url, tmp_path, f"broker {broker}", ["--exclude-operation-id", STATUS_OPERATION],
+                           extra_statuses=() if broker == "up" else ("503",))
+    if broker == "down":  # the outage pass really saw the broker out
+        assert _signups_by_outcome(url).get("unavailable", 0) > 0, output
+
+
+def test_status_lookup_schemathesis(tmp_path, key_space):
+    port = free_port()
+    env = producer_env(f"amqp://guest:guest@127.0.0.1:{free_port()}/", http_port=port, LOG_LEVEL="WARNING",
+                       **producer_status_env(key_space.url, key_space.prefix))
+    process = producer_process(env, tmp_path / "producer.log").start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(process.wait_ready(f"{url}/healthz", timeout=30))
+        _schemathesis(url, tmp_path, "status lookup", ["--include-operation-id", STATUS_OPERATION, "--header",
+                                                       f"Authorization: {AUTH['Authorization']}"])
+    finally:
+        process.stop()
+
+
+def _schemathesis(url: str, tmp_path, name: str, select: list[str], extra_statuses: tuple[str, ...] = ()) -> str:
     config = tmp_path / "schemathesis.toml"
-    # With the broker out, a valid signup must get the documented 503 (and nothing else in the 5xx range).
-    statuses = '["2xx", "3xx", "4xx"]' if broker == "up" else '["2xx", "3xx", "4xx", "503"]'
+    statuses = json.dumps(["2xx", "3xx", "4xx", *extra_statuses])
     config.write_text(f"[checks.not_a_server_error]\nexpected-statuses = {statuses}\n")
     max_examples = 300 if FULL else 50
     argv = [str(VENV_BIN / "st"), "--config-file", str(config), "run", f"{url}/openapi.json", "--checks", "all",
             "--seed", str(SEED), "--max-examples", str(max_examples), "--phases", "examples,coverage,fuzzing",
             "--workers", "1", "--generation-database", "none", "--output-sanitize", "false", "--no-color",
-            "--continue-on-failure", "--request-timeout", "10"]
+            "--continue-on-failure", "--request-timeout", "10", *select]
     result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert "Loaded specification" in output, output
-    if broker == "down":  # the outage pass really saw the broker out
-        assert _signups_by_outcome(url).get("unavailable", 0) > 0, output
     generated = re.search(r"(\d+) generated", output)
     failures = re.search(r"(\d+) unique failures?", output)
-    record_fuzz(f"schemathesis, all checks, broker {broker}", int(generated.group(1)) if generated else 0,
+    record_fuzz(f"schemathesis, all checks, {name}", int(generated.group(1)) if generated else 0,
                 int(failures.group(1)) if failures else (1 if result.returncode else 0))
     if result.returncode != 0:
-        pytest.fail(f"schemathesis found problems in the producer API (broker {broker}; seed {SEED}, {max_examples} "
+        pytest.fail(f"schemathesis found problems in the producer API ({name}; seed {SEED}, {max_examples} "
                     "cases per operation). Each failure below names the check and the request that reproduces it "
                     "(curl). These are producer or OpenAPI bugs: fix the service or openapi.json, do not weaken the "
                     "checks.\n\n" + output, pytrace=False)
+    return output
 
 
 def _problem_body_errors(response: httpx.Response) -> list[str]:

@@ -38,6 +38,10 @@ class KeySpace:
         """The email-service settings for duplicate-free delivery in this key space."""
         return {"DEDUP_URL": self.url, "DEDUP_KEY_PREFIX": self.prefix}
 
+    def put(self, key: str, value: str, ttl: int) -> None:
+        """Set `key` (under this prefix) as another version of the services would have."""
+        self._client.set(f"{self.prefix}{key}", value, ex=ttl)
+
     def keys(self) -> list[bytes]:
         return list(self._client.scan_iter(f"{self.prefix}*"))
 

@@ -70,8 +70,8 @@ class RunningProducer:
 class RunningEmailService:
     """email-service inside the test's event loop."""
 
-    def __init__(self, settings: EmailSettings, dedup=None) -> None:
-        self.service = EmailService(settings, CollectorRegistry(), dedup=dedup)
+    def __init__(self, settings: EmailSettings) -> None:
+        self.service = EmailService(settings, CollectorRegistry())
         self.metrics = self.service.metrics
         self.url = f"http://127.0.0.1:{settings.metrics_port}"
 

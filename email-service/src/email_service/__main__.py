@@ -2,8 +2,9 @@
 
     email-service run                                   consume user.signed_up events, send the welcome emails
     email-service dlq list   [--limit N] [--reason R] [--json]
-    email-service dlq replay [--limit N] [--reason R] [--rate N] [--dry-run]
+    email-service dlq replay [--limit N] [--reason R]... [--rate N] [--max-replays N] [--dry-run]
     email-service dlq purge  [--reason R] [--json] --yes
+    email-service status EVENT_ID... [--json] | --summary [--window 24h]   the delivery records (status_command.py)
     email-service preview --locale zh-CN --name "Zoë" [--format html|text|eml] [--email ADDRESS]
 
 Exit codes: 0 done, 1 some messages could not be moved (they stay in the dead-letter queue), 2 bad configuration
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from . import logs
+from . import logs, status_command
 from .config import Settings
 from .envvars import broker_failure, read_settings, redact_url
 from .template_files import LocaleFiles, TemplateError, read_templates
@@ -44,12 +45,7 @@ log = logging.getLogger("email_service")
 async def _run(settings: Settings, templates: Mapping[str, LocaleFiles]) -> int:
     from .service import EmailService
 
-    dedup = None
-    if settings.dedup_url is not None:
-        from .dedup import DeliveryLedger
-
-        dedup = DeliveryLedger.from_settings(settings)
-    service = EmailService(settings, dedup=dedup, templates=templates)
+    service = EmailService(settings, templates=templates)
     loop = asyncio.get_running_loop()
     signals_seen = 0
 
@@ -100,13 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     replay = actions.add_parser("replay", help="move dead letters back to email.welcome, attempts reset")
     replay.add_argument("--limit", type=_positive_int, default=None, help="move at most N (default: all)")
-    replay.add_argument("--reason", help=reason_help)
+    replay.add_argument("--reason", action="append", help=reason_help + "; may be given more than once")
     replay.add_argument("--rate", type=_positive_float, default=100.0, help="messages per second (default 100)")
     replay.add_argument("--dry-run", action="store_true", help="show what would be moved, move nothing")
+    replay.add_argument("--max-replays", type=_positive_int, default=None,
+                        help="leave (and report) letters already replayed N times: nothing loops for ever")
     purge = actions.add_parser("purge", help="remove dead letters for good, printing each one")
     purge.add_argument("--reason", help=reason_help)
     purge.add_argument("--json", action="store_true", help="one JSON object per line, as dlq list --json")
     purge.add_argument("--yes", action="store_true", help="required: confirms that the messages are to be deleted")
+    status_command.add_parser(sub)
     show = sub.add_parser("preview", help="write the welcome email as it would be sent, from the configured templates")
     show.add_argument("--locale", default=None, help="BCP 47 tag (default: the first of LOCALES)")
     show.add_argument("--name", default="Ada Lovelace", help="the user's name (default: Ada Lovelace)")
@@ -152,7 +151,12 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
 
     from .dlq import DeadLetterQueue, QueueMissing, as_json
 
-    queue = DeadLetterQueue(settings.amqp_url.value)
+    records = None
+    if settings.redis_url is not None and args.action in ("replay", "purge") and not getattr(args, "dry_run", False):
+        from .status import DeliveryRecords
+
+        records = DeliveryRecords.from_settings(settings)
+    queue = DeadLetterQueue(settings.amqp_url.value, records=records)
     try:
         if args.action == "list":
             report = await queue.list(limit=args.limit, reason=args.reason)
@@ -170,14 +174,19 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.action == "replay":
             verb = "would replay" if args.dry_run else "replayed"
-            report = await queue.replay(limit=args.limit, reason=args.reason, rate=args.rate, dry_run=args.dry_run,
+            report = await queue.replay(limit=args.limit, reason=tuple(args.reason) if args.reason else None,
+                                        rate=args.rate, dry_run=args.dry_run, max_replays=args.max_replays,
                                         on_moved=lambda letter: print(f"{verb} {_letter_id(letter)} ({letter.reason})"))
+            for letter in report.held:
+                print(f"held {_letter_id(letter)} ({letter.reason}): replayed {letter.replays} times already "
+                      f"(--max-replays {args.max_replays}), stays in the dead-letter queue")
             if args.dry_run:
                 for letter in report.matched:
                     print(f"{verb} {_letter_id(letter)} ({letter.reason})")
             stuck = f"; {report.failed} could not be moved and stay in the dead-letter queue" if report.failed else ""
+            held = f"; {len(report.held)} held (replayed --max-replays times)" if report.held else ""
             print(f"{verb} {len(report.matched) if args.dry_run else report.moved} of {report.scanned} dead letters"
-                  + stuck)
+                  + stuck + held)
             return EXIT_PARTIAL if report.failed else EXIT_OK
         if args.action == "purge":
             if not args.yes:
@@ -198,6 +207,9 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
         print(f"email-service: cannot use the broker at {redact_url(settings.amqp_url.value)}: "
               f"{broker_failure(exc, settings.amqp_url.value)}", file=sys.stderr)
         return EXIT_BROKER
+    finally:
+        if records is not None:
+            await records.close()
     return EXIT_USAGE
 
 
@@ -215,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         if args.command == "preview":
             return _preview(settings, templates, args)
+    if args.command == "status":
+        return asyncio.run(status_command.run(settings, args))
     if args.command == "dlq":
         logging.getLogger("aiormq").setLevel(logging.CRITICAL)  # the command reports connection errors itself
         return asyncio.run(_dlq(settings, args))

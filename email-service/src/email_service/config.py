@@ -75,6 +75,8 @@ class Settings:
     dedup_enabled: bool = True
     dedup_ttl_seconds: int = 7 * 24 * 3600
     dedup_fail_mode: str = "closed"
+    # The delivery record of every event (status.py), in the same Redis.
+    delivery_status_ttl_seconds: int = 30 * 24 * 3600
     # Provider limits (throttle.py, budget.py): None = no deployment-wide budget.
     send_rate_limit: float | None = None
     smtp_max_connections: int | None = None
@@ -93,6 +95,13 @@ class Settings:
     def dedup_url(self) -> Secret | None:
         """The Redis that remembers delivered events, or None when duplicate suppression is off."""
         return self.redis_url if self.dedup_enabled else None
+
+    @property
+    def record_ttl_seconds(self) -> int:
+        """How long a delivery record lives: it is also the dedup record, so never shorter than the dedup window."""
+        if self.dedup_enabled:
+            return max(self.delivery_status_ttl_seconds, self.dedup_ttl_seconds)
+        return self.delivery_status_ttl_seconds
 
     @property
     def has_send_budget(self) -> bool:
@@ -154,6 +163,7 @@ class Settings:
             dedup_enabled=e.boolean("DEDUP_ENABLED", True),
             dedup_ttl_seconds=e.integer("DEDUP_TTL_SECONDS", 7 * 24 * 3600, 60, 365 * 24 * 3600),
             dedup_fail_mode=e.choice("DEDUP_FAIL_MODE", "closed", DEDUP_FAIL_MODES),
+            delivery_status_ttl_seconds=e.integer("DELIVERY_STATUS_TTL_SECONDS", 30 * 24 * 3600, 1, 366 * 24 * 3600),
             send_rate_limit=send_rate_limit,
             smtp_max_connections=smtp_max_connections,
             throttle_delay=e.number("THROTTLE_DELAY_SECONDS", 2.0, 0.1, 300),

@@ -1,28 +1,30 @@
-"""Duplicate-free delivery: remember delivered event ids in Redis, so a redelivered or replayed event is acked
-without a second mail.
+"""Duplicate-free delivery: the delivery record (status.py) remembers that an event's mail was sent, so a redelivered
+or replayed event is acked without a second mail.
 
-Per event: claim it (SET inflight NX EX), check it was not delivered already, send, record it as delivered
-(SET delivered NX EX ttl) and drop the claim. The claim makes two consumers that got the same event at the same
-moment (a client's retried POST with the same Idempotency-Key) send one mail: the second one sees the claim and
-retries later, by when the first has recorded the delivery. Order matters: a claim is only won after the previous
-holder released it, which it does after recording the delivery, so a winner always sees that record.
+Per event, one script on its record (one round trip; before the record existed this took two):
+- sent before (`sent_at` set, or a dedup key of the previous version, see below): mark it duplicate_skipped,
+  answer DELIVERED: ack, do not send;
+- claimed by another consumer (`claim_until` in the future): answer IN_PROGRESS: retry later;
+- otherwise claim it (`claim_until` = now + the claim time), mark it `sending`: answer CLAIMED: send.
+Then the send, and one write: `sent` (with `sent_at`) or a failed state; both drop the claim. The claim makes two
+consumers that got the same event at the same moment (a client's retried POST with the same Idempotency-Key) send
+one mail: the second one sees the claim and retries later, by when the first has recorded the delivery. A claim is
+only won after the previous holder dropped it, which it does when it writes `sent`, so a winner always sees it.
 
-What remains: a crash between the SMTP server's acceptance and the record (one Redis round trip, well under a
+Without dedup (DEDUP_ENABLED=false) the same script only marks the record `sending` and always answers CLAIMED.
+
+Keys of the previous version stay readable for their TTL (DEDUP_TTL_SECONDS): `{prefix}delivered:{id}` counts as
+sent before and `{prefix}inflight:{id}` as claimed, for the event id and for the id the producer derived from the
+same Idempotency-Key before it used a secret (the x-legacy-event-id header), so a client's retry across the
+upgrade still gives one mail.
+
+What remains: a crash between the SMTP server's acceptance and the `sent` write (one Redis round trip, well under a
 millisecond on a local network) sends the mail again on redelivery.
 """
 
 from __future__ import annotations
 
 import enum
-import logging
-
-import redis.asyncio as redis
-from redis.exceptions import RedisError
-
-from .config import Settings
-from .errors import TransientError
-
-log = logging.getLogger("email_service.dedup")
 
 
 class Claim(enum.Enum):
@@ -32,63 +34,34 @@ class Claim(enum.Enum):
     UNCHECKED = "unchecked"  # the store is down and the fail mode is open: send without a guarantee
 
 
-class DeliveryLedger:
-    def __init__(self, client: redis.Redis, *, ttl_seconds: int, claim_seconds: int, fail_open: bool,
-                 prefix: str = "welcome-mail:") -> None:
-        self.client = client
-        self.ttl_seconds = ttl_seconds
-        self.claim_seconds = claim_seconds
-        self.fail_open = fail_open
-        self.prefix = prefix
+def legacy_keys(prefix: str, event_id: str, legacy_event_id: str | None) -> list[str]:
+    """The previous version's dedup keys that still count: delivered and inflight, for the id and its legacy id."""
+    ids = [event_id] if legacy_event_id in (None, event_id) else [event_id, legacy_event_id]
+    return [f"{prefix}{kind}:{i}" for i in ids for kind in ("delivered", "inflight")]
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DeliveryLedger:
-        assert settings.dedup_url is not None
-        client = redis.Redis.from_url(settings.dedup_url.value, socket_timeout=2, socket_connect_timeout=2,
-                                      retry_on_timeout=False)
-        # The claim must outlive one whole SMTP exchange (several commands, each up to the timeout).
-        return cls(client, ttl_seconds=settings.dedup_ttl_seconds, claim_seconds=int(settings.smtp_timeout * 4) + 10,
-                   fail_open=settings.dedup_fail_mode == "open", prefix=settings.redis_key_prefix)
 
-    def _keys(self, event_id: str) -> tuple[str, str]:
-        return f"{self.prefix}delivered:{event_id}", f"{self.prefix}inflight:{event_id}"
-
-    def _unavailable(self, action: str, exc: Exception) -> Claim:
-        if self.fail_open:
-            log.warning("dedup store unavailable, sending without duplicate check",
-                        extra={"action": action, "error": repr(exc)[:200]})
-            return Claim.UNCHECKED
-        raise TransientError(f"dedup store unavailable ({action}): {exc.__class__.__name__}") from exc
-
-    async def claim(self, event_id: str) -> Claim:
-        delivered, inflight = self._keys(event_id)
-        try:
-            if not await self.client.set(inflight, "1", nx=True, ex=self.claim_seconds):
-                return Claim.DELIVERED if await self.client.exists(delivered) else Claim.IN_PROGRESS
-            if await self.client.exists(delivered):
-                await self.client.delete(inflight)
-                return Claim.DELIVERED
-        except (RedisError, OSError) as exc:
-            return self._unavailable("claim", exc)
-        return Claim.CLAIMED
-
-    async def record_delivered(self, event_id: str) -> None:
-        delivered, inflight = self._keys(event_id)
-        try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.set(delivered, "1", nx=True, ex=self.ttl_seconds)
-                pipe.delete(inflight)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            # The mail is sent; only the record is missing. A redelivery would send it again.
-            log.error("could not record a delivered event", extra={"event_id": event_id, "error": repr(exc)[:200]})
-
-    async def release(self, event_id: str) -> None:
-        """Drop the claim after a failed send, so a retry can claim it at once."""
-        try:
-            await self.client.delete(self._keys(event_id)[1])
-        except (RedisError, OSError):
-            pass  # the claim expires by itself
-
-    async def close(self) -> None:
-        await self.client.aclose()
+# KEYS[1] the record, KEYS[2..] legacy_keys() pairs (delivered, inflight).
+# ARGV: now (ms), now (RFC 3339), claim (ms), record TTL (s), locale, attempt, dedup (1/0)
+CLAIM_SCRIPT = """
+local record = KEYS[1]
+if ARGV[7] == '1' then
+  local delivered = redis.call('HEXISTS', record, 'sent_at') == 1
+  local claimed = tonumber(redis.call('HGET', record, 'claim_until') or '0') > tonumber(ARGV[1])
+  for i = 2, #KEYS, 2 do
+    if redis.call('EXISTS', KEYS[i]) == 1 then delivered = true end
+    if redis.call('EXISTS', KEYS[i + 1]) == 1 then claimed = true end
+  end
+  if delivered then
+    redis.call('HSET', record, 'status', 'duplicate_skipped', 'last_update', ARGV[2])
+    redis.call('HSETNX', record, 'first_update', ARGV[2])
+    redis.call('EXPIRE', record, ARGV[4])
+    return 'delivered'
+  end
+  if claimed then return 'in_progress' end
+  redis.call('HSET', record, 'claim_until', tonumber(ARGV[1]) + tonumber(ARGV[3]))
+end
+redis.call('HSET', record, 'status', 'sending', 'last_update', ARGV[2], 'locale', ARGV[5], 'attempts', ARGV[6])
+redis.call('HSETNX', record, 'first_update', ARGV[2])
+redis.call('EXPIRE', record, ARGV[4])
+return 'claimed'
+"""

@@ -4,9 +4,12 @@ All three read the queue with basic.get and manual acks, never more than the mes
 the command started (so they end even while new dead letters arrive):
 - list acks nothing: when it closes its channel every message returns to the queue, in its order;
 - replay publishes a copy to the work queue, waits for the broker's confirm, and only then acks the dead letter.
-  Killed in the middle, it duplicates at worst (the copy was confirmed, the ack not sent) and never loses;
+  Killed in the middle, it duplicates at worst (the copy was confirmed, the ack not sent) and never loses. With
+  --max-replays N a letter already replayed N times is held: left in the queue and reported, so nothing loops for
+  ever between the work queue and the dead-letter queue;
 - purge acks what matches and prints each message it removed.
 Messages a --reason filter does not match are left unacked, so they return to the queue.
+With REDIS_URL set, each letter replayed or purged gets that state in its delivery record (status.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from .events import event_id_of
+from .status import DeliveryRecords, DeliveryStatus
 from .topology import DEAD_LETTER_QUEUE, WORK_QUEUE
 from .wire import (
     ATTEMPTS_MADE_HEADER,
@@ -52,18 +56,22 @@ class DeadLetter:
     last_error: str | None
     attempts: int | None
     dead_lettered_at: str | None
+    replays: int = 0  # how many times `dlq replay` moved it back before
 
     @classmethod
     def of(cls, message: AbstractIncomingMessage) -> DeadLetter:
         headers = message.headers or {}
         attempts = headers.get(ATTEMPTS_MADE_HEADER)
+        replays = headers.get(REPLAY_COUNT_HEADER)
         return cls(event_id=event_id_of(message.body), message_id=original_message_id(message.message_id, headers),
                    reason=dead_letter_reason(headers),
                    last_error=header_text(headers.get(LAST_ERROR_HEADER)),
                    attempts=attempts if isinstance(attempts, int) else None,
-                   dead_lettered_at=header_text(headers.get(DEAD_LETTERED_AT_HEADER)))
+                   dead_lettered_at=header_text(headers.get(DEAD_LETTERED_AT_HEADER)),
+                   replays=replays if isinstance(replays, int) and replays > 0 else 0)
 
 
+Reasons = str | tuple[str, ...] | None  # one reason, several, or all
 Visit = Callable[[AbstractIncomingMessage, DeadLetter], Awaitable[None]]  # what _scan does with a match
 
 
@@ -74,13 +82,16 @@ class Report:
     by_reason: Counter[str] = field(default_factory=Counter)
     moved: int = 0
     failed: int = 0
+    held: list[DeadLetter] = field(default_factory=list)  # replayed --max-replays times already: left in the queue
 
 
 class DeadLetterQueue:
-    def __init__(self, url: str, queue: str = DEAD_LETTER_QUEUE, target: str = WORK_QUEUE) -> None:
+    def __init__(self, url: str, queue: str = DEAD_LETTER_QUEUE, target: str = WORK_QUEUE,
+                 records: DeliveryRecords | None = None) -> None:
         self.url = url
         self.queue_name = queue
         self.target = target
+        self.records = records
 
     async def _open(self) -> tuple[aio_pika.abc.AbstractConnection, AbstractChannel, AbstractQueue, int]:
         connection = await aio_pika.connect(self.url, timeout=10,
@@ -93,9 +104,10 @@ class DeadLetterQueue:
             raise QueueMissing(self.queue_name) from None
         return connection, channel, queue, queue.declaration_result.message_count or 0
 
-    async def _scan(self, queue: AbstractQueue, total: int, reason: str | None, limit: int | None,
+    async def _scan(self, queue: AbstractQueue, total: int, reason: Reasons, limit: int | None,
                     visit: Visit | None, report: Report) -> None:
         """Get up to `total` messages (what was there at the start); visit those matching, at most `limit`."""
+        reasons = (reason,) if isinstance(reason, str) else reason
         for _ in range(total):
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
@@ -103,12 +115,12 @@ class DeadLetterQueue:
             report.scanned += 1
             letter = DeadLetter.of(message)
             report.by_reason[letter.reason] += 1
-            if (reason is None or letter.reason == reason) and (limit is None or len(report.matched) < limit):
+            if (reasons is None or letter.reason in reasons) and (limit is None or len(report.matched) < limit):
                 report.matched.append(letter)
                 if visit is not None:
                     await visit(message, letter)
 
-    async def list(self, *, limit: int, reason: str | None = None) -> Report:
+    async def list(self, *, limit: int, reason: Reasons = None) -> Report:
         connection, _, queue, total = await self._open()
         report = Report()
         try:
@@ -117,8 +129,9 @@ class DeadLetterQueue:
             await connection.close()  # nothing acked: every message returns to the queue, in order
         return report
 
-    async def replay(self, *, limit: int | None, reason: str | None, rate: float, batch: int = 100,
-                     dry_run: bool = False, on_moved: Callable[[DeadLetter], None] | None = None) -> Report:
+    async def replay(self, *, limit: int | None, reason: Reasons, rate: float, batch: int = 100,
+                     dry_run: bool = False, on_moved: Callable[[DeadLetter], None] | None = None,
+                     max_replays: int | None = None) -> Report:
         connection, channel, queue, total = await self._open()
         await channel.declare_queue(self.target, passive=True)  # fails clearly if the work queue is missing
         report = Report()
@@ -135,11 +148,17 @@ class DeadLetterQueue:
                     continue
                 await message.ack()
                 report.moved += 1
+                if self.records is not None:
+                    await self.records.moved(letter.event_id, DeliveryStatus.REPLAYED, replays=letter.replays + 1)
                 if on_moved is not None:
                     on_moved(letter)
             pending.clear()
 
         async def visit(message: AbstractIncomingMessage, letter: DeadLetter) -> None:
+            if max_replays is not None and letter.replays >= max_replays:
+                report.matched.remove(letter)
+                report.held.append(letter)  # not acked: it returns to the dead-letter queue
+                return
             if dry_run:
                 return
             pending.append((message, letter))
@@ -171,7 +190,7 @@ class DeadLetterQueue:
                                 app_id=message.app_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         await channel.default_exchange.publish(copy, self.target, mandatory=True, timeout=30)
 
-    async def purge(self, *, reason: str | None = None,
+    async def purge(self, *, reason: Reasons = None,
                     on_removed: Callable[[DeadLetter], None] | None = None) -> Report:
         connection, _, queue, total = await self._open()
         report = Report()
@@ -179,6 +198,8 @@ class DeadLetterQueue:
         async def visit(message: AbstractIncomingMessage, letter: DeadLetter) -> None:
             await message.ack()
             report.moved += 1
+            if self.records is not None:
+                await self.records.moved(letter.event_id, DeliveryStatus.PURGED)
             if on_removed is not None:
                 on_removed(letter)
 

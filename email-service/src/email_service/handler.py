@@ -6,6 +6,10 @@ delivers it again. Nothing here ever requeues a message directly.
 
 A throttled mail is deferred: its copy goes to the deferral queue with the attempt number unchanged, and only the
 delivery deadline (counted from its first deferral) ends that with a dead letter.
+
+With REDIS_URL set, each step is written to the event's delivery record (status.py): `sending` with the claim,
+`sent` after the SMTP server accepted, the failed state (retrying, deferred, dead_lettered) before the copy is
+published, so the claim is dropped before the copy can come back. A record write never fails the message.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from typing import cast
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, HeadersType
 
-from .dedup import Claim, DeliveryLedger
+from .dedup import Claim
 from .errors import ClaimedElsewhere, PermanentError, Throttled, TransientError, classify
 from .events import event_id_of, parse_event
 from .logs import correlation_id
 from .mailer import SmtpPool
 from .metrics import EmailMetrics
 from .retry import RetryPolicy, attempt_of, deferred_since
+from .status import EVENT_ID, Accepted, DeliveryRecords, DeliveryStatus
 from .templates import WelcomeEmail
 from .topology import DEAD_LETTER_QUEUE
 from .wire import (
@@ -37,6 +42,7 @@ from .wire import (
     DEAD_LETTERED_AT_HEADER,
     DEFERRED_SINCE_HEADER,
     LAST_ERROR_HEADER,
+    LEGACY_EVENT_ID_HEADER,
     REASON_HEADER,
     REPLAY_COUNT_HEADER,
     SUPERSEDED_HEADERS,
@@ -84,25 +90,27 @@ def _rfc3339(when: datetime) -> str:
 
 class MessageHandler:
     def __init__(self, renderer: WelcomeEmail, pool: SmtpPool, policy: RetryPolicy, metrics: EmailMetrics,
-                 dedup: DeliveryLedger | None = None) -> None:
+                 records: DeliveryRecords | None = None) -> None:
         self.renderer = renderer
         self.pool = pool
         self.policy = policy
         self.metrics = metrics
-        self.dedup = dedup
+        self.records = records
         # Called when a message could be neither acked nor moved: the consumer then recycles its channel, so
         # RabbitMQ redelivers the message instead of it sitting unacked in this process.
         self.on_channel_broken: Callable[[], None] = lambda: None
         self.in_progress = 0
         metrics.in_progress.set_function(lambda: self.in_progress)
 
-    async def deliver(self, body: bytes, headers: HeadersType | None = None) -> None:
+    async def deliver(self, body: bytes, attempt: int = 1, legacy_event_id: str | None = None, *,
+                      replayed: bool = False) -> None:
         """Send the mail for one message body; raise PermanentError/TransientError (or what the send raised)."""
         if len(body) > MAX_BODY_BYTES:
             raise PermanentError(DeadLetterReason.INVALID_EVENT, f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
         event = parse_event(body)
-        if self.dedup is not None:
-            claim = await self.dedup.claim(event.event_id)
+        if self.records is not None:
+            claim = await self.records.claim(event.event_id, attempt=attempt, locale=event.locale,
+                                             legacy_event_id=legacy_event_id)
             if claim is Claim.DELIVERED:
                 self.metrics.messages.labels("duplicate").inc()
                 log.info("duplicate event skipped", extra={"event_id": event.event_id, "outcome": "duplicate"})
@@ -112,31 +120,41 @@ class MessageHandler:
         mail = self.renderer.render(event)
         started = time.perf_counter()
         try:
-            waited = await self.pool.send(mail)
-        except BaseException:
-            if self.dedup is not None:
-                await self.dedup.release(event.event_id)
-            raise
+            waited, reply = await self.pool.send(mail)
         finally:  # failed exchanges count too: a slow or timing-out server must show on the SMTP latency panel
             self.metrics.send_seconds.observe(time.perf_counter() - started)
         self.metrics.budget_wait_seconds.observe(waited)
-        if self.dedup is not None:
-            await self.dedup.record_delivered(event.event_id)
-        self.metrics.observe_end_to_end(time.time() - event.occurred_at.timestamp(),
-                                        replayed=REPLAY_COUNT_HEADER in (headers or {}),
+        if self.records is not None:
+            await self.records.sent(event.event_id, Accepted(reply, mail.message_id))
+        self.metrics.observe_end_to_end(time.time() - event.occurred_at.timestamp(), replayed=replayed,
                                         longest=self.policy.longest_delivery_seconds)
         self.metrics.messages.labels("sent").inc()
         log.info("mail sent", extra={"event_id": event.event_id, "outcome": "sent", "message_id": mail.message_id})
+
+    async def _record_failure(self, message: AbstractIncomingMessage, status: DeliveryStatus, attempt: int,
+                              failure: PermanentError | TransientError, *, next_tier: str | None = None,
+                              reason: DeadLetterReason | None = None) -> None:
+        """Write the failed state (and drop the claim) before the copy is published; never for a message whose
+        event another consumer holds (ClaimedElsewhere), nor for one without an event id."""
+        event_id = message.message_id
+        if self.records is None or isinstance(failure, ClaimedElsewhere) or not EVENT_ID.fullmatch(event_id or ""):
+            return
+        await self.records.failed(event_id or "", status, attempt=attempt, error=failure.message,
+                                  next_tier=next_tier, reason=reason.value if reason else None)
 
     async def __call__(self, message: AbstractIncomingMessage, exchange: AbstractExchange) -> None:
         headers = message.headers or {}
         cid = header_text(headers.get(CORRELATION_ID_HEADER)) or message.correlation_id
         token = correlation_id.set(str(cid)[:128] if cid else None)
         attempt = attempt_of(headers)
+        if REPLAY_COUNT_HEADER in headers and ATTEMPT_NUMBER_HEADER not in headers:
+            self.metrics.replayed.inc()
+        legacy_id = header_text(headers.get(LEGACY_EVENT_ID_HEADER))
         self.in_progress += 1
         try:
             try:
-                await self.deliver(message.body, message.headers)
+                await self.deliver(message.body, attempt, legacy_id if legacy_id and EVENT_ID.fullmatch(legacy_id)
+                                   else None, replayed=REPLAY_COUNT_HEADER in headers)
             except Exception as exc:  # noqa: BLE001 - every failure is classified, none may kill the consumer
                 failure = classify(exc)
                 try:
@@ -161,6 +179,7 @@ class MessageHandler:
             queue = self.policy.tier_queue(tier)
             extra = {ATTEMPT_NUMBER_HEADER: attempt if waiting else attempt + 1,
                      LAST_ERROR_HEADER: failure.message[:MAX_ERROR_LENGTH]}
+            await self._record_failure(message, DeliveryStatus.RETRYING, attempt, failure, next_tier=queue)
             if await self._republish(message, exchange, queue, extra):
                 self.metrics.messages.labels("retried").inc()
                 log.warning("delivery failed, retry scheduled", extra={
@@ -180,6 +199,8 @@ class MessageHandler:
             return
         extra: dict[str, object] = {ATTEMPT_NUMBER_HEADER: attempt, DEFERRED_SINCE_HEADER: _rfc3339(since),
                                     LAST_ERROR_HEADER: failure.message[:MAX_ERROR_LENGTH]}
+        await self._record_failure(message, DeliveryStatus.DEFERRED, attempt, failure,
+                                   next_tier=self.policy.defer_queue)
         if await self._republish(message, exchange, self.policy.defer_queue, extra):
             self.metrics.messages.labels("deferred").inc()
             log.info("throttled, mail deferred", extra={
@@ -195,6 +216,7 @@ class MessageHandler:
             ATTEMPTS_MADE_HEADER: attempt,
             DEAD_LETTERED_AT_HEADER: _rfc3339(datetime.now(timezone.utc)),
         }
+        await self._record_failure(message, DeliveryStatus.DEAD_LETTERED, attempt, failure, reason=reason)
         if await self._republish(message, exchange, DEAD_LETTER_QUEUE, extra):
             self.metrics.messages.labels("dead_lettered").inc()
             self.metrics.dead_letters.labels(reason.value).inc()

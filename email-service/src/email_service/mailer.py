@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import NamedTuple
 
 import aiosmtplib
 
@@ -31,6 +32,11 @@ MAX_WAIT_SECONDS = 3.0  # the longest a mail waits in this process for a slot, t
 CONNECTION_POLL_SECONDS = 0.05  # how often a send without a connection lease asks again (within MAX_WAIT_SECONDS)
 
 log = logging.getLogger("email_service.mailer")
+
+
+class SendResult(NamedTuple):
+    waited: float  # seconds spent waiting for a slot, the budget or a connection
+    reply: str  # the server's reply to DATA (its code is 250: aiosmtplib raises on any other)
 
 
 class SmtpPool:
@@ -93,13 +99,13 @@ class SmtpPool:
         if lease is not None and self.budget is not None:
             await self.budget.release_connection(lease)
 
-    async def send(self, mail: RenderedEmail) -> float:
-        """Send one mail; returns the seconds it waited for a slot, a connection or the budget. Raises what
-        aiosmtplib raised, or Throttled when that wait would exceed MAX_WAIT_SECONDS."""
+    async def send(self, mail: RenderedEmail) -> SendResult:
+        """Send one mail; returns the seconds it waited for a slot, a connection or the budget, and the server's
+        reply to DATA. Raises what aiosmtplib raised, or Throttled when that wait would exceed MAX_WAIT_SECONDS."""
         deadline = asyncio.get_running_loop().time() + MAX_WAIT_SECONDS
         async with self.governor.slot(MAX_WAIT_SECONDS):
             try:
-                waited = await self._send(mail, deadline)
+                result = await self._send(mail, deadline)
             except Exception as exc:
                 failure = classify(exc)
                 if isinstance(failure, Throttled) and failure.stage is not None:
@@ -108,9 +114,9 @@ class SmtpPool:
                     self._metrics.smtp_throttled.labels(failure.stage.value).inc()
                 raise
             self.governor.accepted()
-        return waited
+        return result
 
-    async def _send(self, mail: RenderedEmail, deadline: float) -> float:
+    async def _send(self, mail: RenderedEmail, deadline: float) -> SendResult:
         """A connection first, then the budget's moment, then the mail: a moment is reserved only by a sender that
         can use it at once, so a replica still waiting for a connection (one just scaled out) does not pile up
         moments it would then spend all together."""
@@ -124,16 +130,16 @@ class SmtpPool:
         self.in_use += 1
         try:
             try:
-                await self._transmit(client, lease, mail)
+                reply = await self._transmit(client, lease, mail)
             except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
                 if not reused:
                     raise
                 # The server had closed the idle connection: once more on a fresh one (the moment is still ours).
                 client, lease, _ = await self._checkout(deadline, reuse=False)
-                await self._transmit(client, lease, mail)
+                reply = await self._transmit(client, lease, mail)
         finally:
             self.in_use -= 1
-        return waited
+        return SendResult(waited, reply)
 
     async def _wait_for_budget(self, deadline: float) -> None:
         if self.budget is not None:
@@ -141,14 +147,16 @@ class SmtpPool:
             if wait > 0:
                 await asyncio.sleep(wait)
 
-    async def _transmit(self, client: aiosmtplib.SMTP, lease: str | None, mail: RenderedEmail) -> None:
-        """Send on `client`: back to the pool after a 250, closed and dropped after any failure."""
+    async def _transmit(self, client: aiosmtplib.SMTP, lease: str | None, mail: RenderedEmail) -> str:
+        """Send on `client`: back to the pool after a 250, closed and dropped after any failure; returns the text
+        of the server's reply to DATA."""
         try:
-            await client.sendmail(mail.sender, [mail.recipient], mail.data)
+            _, reply = await client.sendmail(mail.sender, [mail.recipient], mail.data)
         except BaseException:
             await self._discard(client, lease)
             raise
         await self._put_back(client, lease)
+        return reply
 
     async def _checkout(self, deadline: float, *, reuse: bool) -> tuple[aiosmtplib.SMTP, str | None, bool]:
         """An idle connection (when `reuse`) or a new one with its lease; the flag says whether it was reused."""

@@ -104,6 +104,13 @@ class EmailMetrics:
             self.dead_letters.labels(reason.value)
         for exclusion in EndToEndExclusion:
             self.end_to_end_excluded.labels(exclusion.value)
+        # The delivery record (status.py): writes that failed (the mail went on), and replays from the DLQ.
+        self.status_write_failures = Counter(
+            "email_status_write_failures", "Delivery-record writes to Redis that failed; the mail went on without "
+            "them.", registry=registry)
+        self.replayed = Counter(
+            "email_replayed_messages", "Messages received that `email-service dlq replay` had moved back from the "
+            "dead-letter queue (first delivery after each replay).", registry=registry)
         # The mail itself: events whose locale has no template and got the default locale's.
         self.template_fallbacks = Counter(
             "email_template_fallbacks", "Mails rendered with the default locale's template because the event's "

@@ -12,13 +12,13 @@ from prometheus_client import CollectorRegistry
 from .budget import SendBudget
 from .config import Settings
 from .consumer import EmailConsumer
-from .dedup import DeliveryLedger
 from .envvars import redact_url
 from .handler import MessageHandler
 from .health import HealthServer
 from .mailer import SmtpPool
 from .metrics import EmailMetrics
 from .retry import RetryPolicy
+from .status import DeliveryRecords
 from .template_files import LocaleFiles
 from .templates import welcome_email
 
@@ -27,7 +27,7 @@ log = logging.getLogger("email_service")
 
 class EmailService:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None,
-                 dedup: DeliveryLedger | None = None, templates: Mapping[str, LocaleFiles] | None = None) -> None:
+                 records: DeliveryRecords | None = None, templates: Mapping[str, LocaleFiles] | None = None) -> None:
         self.settings = settings
         self.metrics = EmailMetrics(registry or CollectorRegistry())
         self.policy = RetryPolicy(max_attempts=settings.max_attempts, delays=settings.retry_delays,
@@ -35,7 +35,9 @@ class EmailService:
         self.budget = _send_budget(settings, self.metrics)
         self.pool = SmtpPool(settings, self.metrics, self.budget)
         self.renderer = welcome_email(settings, templates, on_fallback=self.metrics.template_fallbacks.inc)
-        self.handler = MessageHandler(self.renderer, self.pool, self.policy, self.metrics, dedup=dedup)
+        if records is None and settings.redis_url is not None:
+            records = DeliveryRecords.from_settings(settings, on_write_failure=self.metrics.status_write_failures.inc)
+        self.handler = MessageHandler(self.renderer, self.pool, self.policy, self.metrics, records=records)
         self.consumer = EmailConsumer(settings, self.handler, self.policy, self.metrics, self.pool.governor)
         self.health = HealthServer(settings.metrics_host, settings.metrics_port, self.metrics.registry,
                                    lambda: self.consumer.ready)
@@ -65,8 +67,8 @@ class EmailService:
         await self.pool.close()
         if self.budget is not None:
             await self.budget.close()
-        if self.handler.dedup is not None:
-            await self.handler.dedup.close()
+        if self.handler.records is not None:
+            await self.handler.records.close()
         await self.health.stop()
         log.info("stopped")
 

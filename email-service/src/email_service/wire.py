@@ -4,7 +4,8 @@ message can sit in the dead-letter queue for. (`contract/` beside this module is
 Operators, the `dlq` commands, dashboards and the tests read these names, and messages written by an older
 version may wait in a queue for days: a header is renamed only with its old name kept readable here.
 
-    a delivery        x-correlation-id (from the producer), x-attempt-number (absent on the first delivery)
+    a delivery        x-correlation-id (from the producer), x-attempt-number (absent on the first delivery),
+                      x-legacy-event-id (from the producer, when the Idempotency-Key id is keyed with a secret)
     a retry copy      the same, x-attempt-number + 1, x-last-error
     a deferred copy   the same, x-attempt-number unchanged, x-last-error, x-deferred-since (kept from the first
                       deferral; the delivery deadline counts from it)
@@ -20,6 +21,9 @@ import enum
 from collections.abc import Mapping
 
 CORRELATION_ID_HEADER = "x-correlation-id"  # the producer's request id, carried into every log line
+# The event id the producer derived from the same Idempotency-Key before it used a secret (a public namespace):
+# the dedup check also looks for that id's delivery (dedup.py), so a client's retry across the upgrade gives one mail.
+LEGACY_EVENT_ID_HEADER = "x-legacy-event-id"
 
 # The number of the attempt this delivery is: 1 when absent, written on each retry copy.
 ATTEMPT_NUMBER_HEADER = "x-attempt-number"

@@ -1,4 +1,5 @@
-"""The HTTP API: POST /v1/signups, health, readiness, metrics and the OpenAPI description."""
+"""The HTTP API: POST /v1/signups, GET /v1/signups/{event_id} (status.py), health, readiness, metrics and the OpenAPI
+description."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .config import Settings
 from .events import DuplicateKey, FieldError, InvalidSignup, UserSignedUp, parse_signup, refuse_duplicate_keys
 from .metrics import ROUTES, ProducerMetrics, SignupOutcome
 from .publisher import EventPublisher, PublishFailed
+from .status import DeliveryStatus, StatusRoute
 
 log = logging.getLogger("producer_service.api")
 
@@ -93,11 +95,14 @@ class RequestContext:
 
 
 class SignupAPI:
-    def __init__(self, settings: Settings, publisher: EventPublisher, metrics: ProducerMetrics) -> None:
+    def __init__(self, settings: Settings, publisher: EventPublisher, metrics: ProducerMetrics,
+                 status: DeliveryStatus | None = None) -> None:
         self.settings = settings
         self.publisher = publisher
         self.metrics = metrics
         self.openapi_document = openapi.document(settings.locales)
+        self.status = status
+        self._secret = settings.idempotency_secret.value.encode() if settings.idempotency_secret else None
 
     async def _read_body(self, request: Request) -> bytes | Response:
         limit = self.settings.max_body_bytes
@@ -159,7 +164,7 @@ class SignupAPI:
             return problem(422, "validation_failed", "the signup is invalid", [*exc.errors, *key_errors])
         if key_errors:
             return problem(422, "validation_failed", "the signup is invalid", key_errors)
-        event = UserSignedUp.new(signup, idempotency_key)
+        event = UserSignedUp.new(signup, idempotency_key, self._secret)
         try:
             await self.publisher.publish(event, request.state.request_id)
         except PublishFailed as exc:
@@ -169,6 +174,8 @@ class SignupAPI:
                            f"the event could not be stored ({exc.reason.value}); retry later",
                            headers={"Retry-After": retry_after})
         log.info("signup accepted", extra={"event_id": event.event_id, "locale": signup.locale})
+        if self.status is not None:
+            self.status.queued(event.event_id, signup.locale)
         return JSONResponse({"event_id": event.event_id}, status_code=202)
 
     async def healthz(self, request: Request) -> Response:
@@ -197,7 +204,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     metrics = ProducerMetrics(registry or CollectorRegistry())
     publisher = EventPublisher(settings.amqp_url.value, metrics, publish_timeout=settings.publish_timeout,
                                reconnect_max_delay=settings.reconnect_max_delay, heartbeat=settings.amqp_heartbeat)
-    api = SignupAPI(settings, publisher, metrics)
+    status = None
+    if settings.redis_url is not None:
+        status = DeliveryStatus(settings, on_write_failure=metrics.status_write_failures.inc)
+    api = SignupAPI(settings, publisher, metrics, status)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -206,10 +216,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             yield
         finally:
             await publisher.stop()
+            if status is not None:
+                await status.close()
 
     app = Starlette(
         routes=[
             Route("/v1/signups", api.create_signup, methods=["POST"]),
+            Route("/v1/signups/{event_id}", StatusRoute(settings, status, problem).lookup, methods=["GET"]),
             Route("/healthz", api.healthz, methods=["GET"]),
             Route("/readyz", api.readyz, methods=["GET"]),
             Route("/metrics", api.metrics_endpoint, methods=["GET"]),

@@ -6,6 +6,8 @@ The event contract is owned here: `contract/user_signed_up.v1.schema.json` descr
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import unicodedata
@@ -33,7 +35,9 @@ _PLAIN_EMAIL = re.compile(
     r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})")
 _SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
-# Idempotency keys map to event ids in this namespace, so the same key always yields the same event.
+# Idempotency keys map to event ids, so the same key always yields the same event: keyed with IDEMPOTENCY_SECRET
+# (HMAC-SHA256, so nobody who knows or guesses a key can compute its event id), or, without the secret, in this
+# public namespace (what every version before the secret did: `legacy_event_id_for`).
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c3c55-8f5e-4c53-9a0e-0d1c3b7f2a41")
 
 
@@ -170,10 +174,21 @@ def refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     return result
 
 
-def event_id_for(idempotency_key: str | None) -> str:
+def legacy_event_id_for(idempotency_key: str) -> str:
+    """The event id of a key without a secret (UUID v5 in a public namespace): anyone can compute it."""
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
+
+
+def event_id_for(idempotency_key: str | None, secret: bytes | None = None) -> str:
+    """A random id without a key; with one, the HMAC-SHA256 of the key under the secret as a UUID (version 8,
+    RFC 9562: custom), or the legacy id when no secret is configured."""
     if idempotency_key is None:
         return str(uuid.uuid4())
-    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
+    if secret is None:
+        return legacy_event_id_for(idempotency_key)
+    digest = int.from_bytes(hmac.new(secret, idempotency_key.encode("ascii"), hashlib.sha256).digest()[:16], "big")
+    digest = (digest & ~(0xF << 76) | 0x8 << 76) & ~(0x3 << 62) | 0x2 << 62  # version 8, variant RFC 9562
+    return str(uuid.UUID(int=digest))
 
 
 @dataclass(frozen=True)
@@ -181,10 +196,14 @@ class UserSignedUp:
     event_id: str
     occurred_at: datetime
     signup: Signup
+    # With a secret, the id the same Idempotency-Key had before (the email service's dedup still honours it).
+    legacy_event_id: str | None = None
 
     @classmethod
-    def new(cls, signup: Signup, idempotency_key: str | None = None) -> UserSignedUp:
-        return cls(event_id=event_id_for(idempotency_key), occurred_at=datetime.now(timezone.utc), signup=signup)
+    def new(cls, signup: Signup, idempotency_key: str | None = None, secret: bytes | None = None) -> UserSignedUp:
+        legacy = legacy_event_id_for(idempotency_key) if idempotency_key is not None and secret is not None else None
+        return cls(event_id=event_id_for(idempotency_key, secret), occurred_at=datetime.now(timezone.utc),
+                   signup=signup, legacy_event_id=legacy)
 
     def to_dict(self) -> dict:
         return {

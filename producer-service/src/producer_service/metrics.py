@@ -50,6 +50,9 @@ class ProducerMetrics:
         self.broker_connected = Gauge(
             "producer_broker_connected", "1 while the broker connection and its confirming channel are open.",
             registry=registry)
+        self.status_write_failures = Counter(
+            "producer_status_write_failures", "`queued` delivery-record writes to Redis that failed or were dropped "
+            "(the signup was accepted all the same).", registry=registry)
         for outcome in SignupOutcome:
             self.signups.labels(outcome.value)
         for status_class in STATUS_CLASSES:

@@ -32,6 +32,9 @@ log = logging.getLogger("producer_service.publisher")
 EXCHANGE = "signups"
 ROUTING_KEY = EVENT_TYPE
 CORRELATION_ID_HEADER = "x-correlation-id"  # the request id; the email service reads it under the same name
+# The id the same Idempotency-Key had before IDEMPOTENCY_SECRET (events.legacy_event_id_for): the email service's
+# dedup honours it, so a client's retry across the upgrade gives one mail.
+LEGACY_EVENT_ID_HEADER = "x-legacy-event-id"
 
 
 class PublishFailure(enum.StrEnum):
@@ -169,7 +172,8 @@ class EventPublisher:
             type=EVENT_TYPE,
             app_id=self._app_id,
             timestamp=datetime.fromtimestamp(int(event.occurred_at.timestamp()), tz=event.occurred_at.tzinfo),
-            headers={CORRELATION_ID_HEADER: correlation_id},
+            headers={CORRELATION_ID_HEADER: correlation_id} if event.legacy_event_id is None
+            else {CORRELATION_ID_HEADER: correlation_id, LEGACY_EVENT_ID_HEADER: event.legacy_event_id},
         )
         started = time.perf_counter()
         try:
