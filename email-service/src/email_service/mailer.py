@@ -1,7 +1,8 @@
 """A small pool of reused SMTP connections (aiosmtplib).
 
 Opening a connection (and TLS, and AUTH) per mail costs more than the mail itself, so connections are kept and
-reused. A connection that failed in any way is closed and dropped, never reused; the pool opens a fresh one.
+reused, and a mail goes in two round trips instead of four where the server allows PIPELINING (pipelining.py,
+SMTP_PIPELINING). A connection that failed in any way is closed and dropped, never reused; the pool opens a fresh one.
 A reused connection the server had quietly closed (idle timeout) gets one immediate second try on a new one.
 
 Every send first takes a slot of this process's SendGovernor (how many exchanges at once, how fast: it slows down
@@ -19,6 +20,7 @@ import logging
 
 import aiosmtplib
 
+from . import pipelining
 from .budget import SendBudget
 from .config import Settings
 from .errors import Stage, Throttled, classify
@@ -124,7 +126,7 @@ class SmtpPool:
                 await self._discard(client, lease)
                 continue
             try:
-                await client.sendmail(mail.sender, [mail.recipient], mail.data)
+                await self._deliver(client, mail)
             except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
                 # The server closed an idle connection; try once more on a fresh one below.
                 await self._discard(client, lease)
@@ -139,11 +141,15 @@ class SmtpPool:
             return await self._send_on_pooled(mail, deadline)
         client = await self._connect(lease)
         try:
-            await client.sendmail(mail.sender, [mail.recipient], mail.data)
+            await self._deliver(client, mail)
         except BaseException:
             await self._discard(client, lease)
             raise
         await self._put_back(client, lease)
+
+    async def _deliver(self, client: aiosmtplib.SMTP, mail: RenderedEmail) -> None:
+        await pipelining.sendmail(client, mail.sender, [mail.recipient], mail.data,
+                                  pipelining=self._settings.smtp_pipelining)
 
     async def _lease(self, deadline: float) -> str | None:
         """A connection lease of the budget (None without a budget), or _REUSED when an idle connection came back
