@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .results import BASELINE, RttResult, ProviderResult, Results, ScalingConfig
+from .results import BASELINE, ProviderResult, Results, RttResult, ScalingConfig
 
 
 @dataclass(frozen=True)

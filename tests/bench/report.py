@@ -10,11 +10,11 @@ from .goals import Goal, goals
 from .results import (
     ConsumerResult,
     EndToEndResult,
-    RttResult,
     MemoryResult,
     ProducerResult,
     ProviderResult,
     Results,
+    RttResult,
     ScalingResult,
 )
 
@@ -224,6 +224,7 @@ def _rtt(lat: RttResult) -> list[str]:
             rate = lat.median(c, rtt)
             lines.append(f"| {RTT_CONTENDERS.get(c, c)} | {rtt:g} | {rate:.1f} | {rate / lat.connections:.1f} | "
                          f"{lat.median(c, rtt, 'cpu_s_per_1000'):.2f} |")
-    ratios = "; ".join(f"{rtt:g} ms: pipelining/sequential {lat.ratio('ours-pipelining', 'ours-sequential', rtt):.2f}x, "
+    ratios = "; ".join(f"{rtt:g} ms: pipelining/sequential "
+                       f"{lat.ratio('ours-pipelining', 'ours-sequential', rtt):.2f}x, "
                        f"ours/ceiling {lat.ratio('ours-pipelining', 'ceiling', rtt):.2f}x" for rtt in lat.rtts_ms)
     return lines + ["", f"Ratios of mails/s per connection (same run): {ratios}.", ""]
