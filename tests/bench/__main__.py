@@ -5,7 +5,8 @@ shared machine spreads over all of them, and every comparison is a ratio within 
 1. consumer drains into smtp-sink; 2. producer under wrk; 3. end to end at half load; 4. horizontal scaling
 with a 50 ms SMTP server; 5. RSS under a 200,000-message backlog; 6. a backlog drained by 4 processes into a
 provider that throttles (40 mails/s, 8 connections), ours with and without the send budget against Celery's and
-Dramatiq's rate limits. `--quick` runs every section small and once,
+Dramatiq's rate limits; 7. SMTP over 10 and 40 ms round-trip time with 3 connections, ours with and without
+PIPELINING. `--quick` runs every section small and once,
 to prove the bench works (its figures mean nothing). Every process started is stopped and every vhost created
 is deleted on exit, Ctrl-C and the 35-minute deadline included. Loopback only.
 """
@@ -28,14 +29,14 @@ from .goals import goals
 from .paths import HERE, missing_tools
 from .report import goals_table, results_markdown
 from .results import Results, Settings, dump
-from .sections import consumer, e2e, memory, producer, provider, scaling
+from .sections import consumer, e2e, memory, producer, provider, rtt, scaling
 from .testbed import Testbed, log
 
 DEADLINE_SECONDS = 35 * 60  # hard bound on the whole run; 7-9 minutes on 2 cores, plus up to ~13 for provider limits
 QUICK = {"runs": 1, "n": 400, "n_peers": 100, "concurrency": 16, "wrk_seconds": 2, "e2e_seconds": 2.0,
-         "scaling_seconds": 1.0, "backlog": 5000, "provider_backlog": 200,
+         "scaling_seconds": 1.0, "backlog": 5000, "provider_backlog": 200, "rtt_n": 40,
          "out": str(Path(tempfile.gettempdir()) / "welcome-mail-bench-quick")}  # never over the committed results
-SECTIONS = ("consumer", "producer", "e2e", "scaling", "memory", "provider")
+SECTIONS = ("consumer", "producer", "e2e", "scaling", "memory", "provider", "rtt")
 
 
 def parse_settings(argv: list[str] | None) -> Settings:
@@ -63,7 +64,7 @@ def measure(bed: Testbed, settings: Settings) -> Results:
              "e2e": lambda: e2e.run(bed, settings,
                                     s.consumer.concurrency if s.consumer else settings.concurrency or 16),
              "scaling": lambda: scaling.run(bed, settings), "memory": lambda: memory.run(bed, settings),
-             "provider": lambda: provider.run(bed, settings)}
+             "provider": lambda: provider.run(bed, settings), "rtt": lambda: rtt.run(bed, settings)}
     for name in SECTIONS:
         if name in wanted:
             t = time.monotonic()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .results import BASELINE, ProviderResult, Results, ScalingConfig
+from .results import BASELINE, ProviderResult, Results, RttResult, ScalingConfig
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,8 @@ def goals(results: Results) -> list[Goal]:
                         f"{m.median(m.big)} MB vs {m.median(m.small)} MB", f"{ratio:.3f}x", ratio <= 1.10))
     if s.provider:
         out += _provider_goals(s.provider)
+    if s.rtt:
+        out.append(_pipelining_goal(s.rtt))
     rss = ([s.memory.median(s.memory.big)] if s.memory else []) + (
         [s.consumer.median("ours-info", 1, "peak_rss_mb")] if s.consumer else [])
     if rss:
@@ -115,6 +117,19 @@ def _provider_goals(pr: ProviderResult) -> list[Goal]:
                             all(dead < deads[p] or dead == deads[p] == 0 for p in peers)
                             and all(_finished_drain(pr, ours) < drains[p] for p in peers)))
     return out
+
+
+def _pipelining_goal(lat: RttResult) -> Goal:
+    rtt = max(lat.rtts_ms)
+    ratio = lat.ratio("ours-pipelining", "ours-sequential", rtt)
+    spread = lat.ratios("ours-pipelining", "ours-sequential", rtt)
+    figures = "; ".join(
+        f"{r:g} ms: " + ", ".join(f"{c} {lat.median(c, r) / lat.connections:.1f}" for c in lat.contenders())
+        for r in lat.rtts_ms)
+    return Goal(f"SMTP at {rtt:g} ms RTT, {lat.connections} connections: PIPELINING >= 1.6x mails/s per connection "
+                "against the same service without it", f"mails/s per connection: {figures}",
+                f"{ratio:.2f}x (rounds {min(spread):.2f}-{max(spread):.2f}x; at {min(lat.rtts_ms):g} ms: "
+                f"{lat.ratio('ours-pipelining', 'ours-sequential', min(lat.rtts_ms)):.2f}x)", ratio >= 1.6)
 
 
 def _finished_drain(pr: ProviderResult, contender: str) -> float:

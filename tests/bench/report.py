@@ -14,6 +14,7 @@ from .results import (
     ProducerResult,
     ProviderResult,
     Results,
+    RttResult,
     ScalingResult,
 )
 
@@ -52,6 +53,8 @@ def results_markdown(results: Results) -> str:
         lines += _memory(s.memory)
     if s.provider:
         lines += _provider(s.provider)
+    if s.rtt:
+        lines += _rtt(s.rtt)
     lines += ["## Goals", "", *goals_table(goals(results)), ""]
     return "\n".join(lines)
 
@@ -202,3 +205,26 @@ def _provider(pr: ProviderResult) -> list[str]:
         lines.append(f"| {PROVIDER_CONTENDERS.get(c, c)} | {' | '.join(cells)} | {pr.median(c, 'drain_s'):.1f} | "
                      f"{pr.median(c, 'ideal_s'):.1f} | {notes} |")
     return lines + [""]
+
+
+RTT_CONTENDERS = {"ours-pipelining": "email-service, SMTP_PIPELINING=true (default)",
+                      "ours-sequential": "email-service, SMTP_PIPELINING=false",
+                      "ceiling": "ceiling: bare aio-pika + aiosmtplib pool, one command at a time",
+                      "celery": "Celery prefork, 1 connection per mail per process"}
+
+
+def _rtt(lat: RttResult) -> list[str]:
+    lines = [f"## 7. SMTP over latency: smtp-sink behind a proxy adding {' and '.join(f'{r:g}' for r in lat.rtts_ms)} "
+             f"ms round-trip time, {lat.connections} SMTP connections", "",
+             "Ours: one process, CONCURRENCY=16, SMTP_POOL_SIZE=3; the ceiling: BENCH_POOL=3; Celery: 3 prefork "
+             "processes. smtp-sink advertises PIPELINING.", "",
+             "| contender | RTT (ms) | mails/s | per connection | CPU s / 1,000 mails |", "|---|---|---|---|---|"]
+    for rtt in lat.rtts_ms:
+        for c in lat.contenders():
+            rate = lat.median(c, rtt)
+            lines.append(f"| {RTT_CONTENDERS.get(c, c)} | {rtt:g} | {rate:.1f} | {rate / lat.connections:.1f} | "
+                         f"{lat.median(c, rtt, 'cpu_s_per_1000'):.2f} |")
+    ratios = "; ".join(f"{rtt:g} ms: pipelining/sequential "
+                       f"{lat.ratio('ours-pipelining', 'ours-sequential', rtt):.2f}x, "
+                       f"ours/ceiling {lat.ratio('ours-pipelining', 'ceiling', rtt):.2f}x" for rtt in lat.rtts_ms)
+    return lines + ["", f"Ratios of mails/s per connection (same run): {ratios}.", ""]

@@ -34,7 +34,8 @@ class Settings:
     provider_rate: float = 40.0  # the throttling provider's mails/s (all connections together)
     provider_connections: int = 8  # the provider's connection cap
     provider_runs: int = 1  # rounds of that section (a drain can take minutes: retries wait up to 120 s)
-    sections: str = "consumer,producer,e2e,scaling,memory,provider"
+    rtt_n: int = 300  # signups per drain of the SMTP-over-latency section (a quarter for Celery)
+    sections: str = "consumer,producer,e2e,scaling,memory,provider,rtt"
     out: str = "tests/bench"
     quick: bool = False  # a smoke run with reduced sizes: its figures are not comparable
 
@@ -274,6 +275,48 @@ class ProviderResult:
         return median(getattr(r, value) for r in self.runs if r.contender == contender)
 
 
+# ------------------------------------------------------------------------------------------- 7. SMTP over latency
+
+@dataclass(frozen=True)
+class RttRun:
+    """One contender draining queued signups into smtp-sink through a proxy that adds `rtt_ms` round-trip time."""
+    contender: str  # ours-pipelining, ours-sequential, ceiling, celery
+    rtt_ms: float
+    round: int
+    connections: int  # SMTP connections the contender may hold (ours: SMTP_POOL_SIZE; Celery: worker processes)
+    mails: int
+    mails_per_s: float
+    cpu_s_per_1000: float
+
+    @property
+    def per_connection(self) -> float:
+        return self.mails_per_s / self.connections
+
+
+@dataclass
+class RttResult:
+    connections: int
+    rtts_ms: list[float]
+    runs: list[RttRun]
+
+    def contenders(self) -> list[str]:
+        return list(dict.fromkeys(r.contender for r in self.runs))
+
+    def median(self, contender: str, rtt_ms: float, value: str = "mails_per_s") -> float:
+        return median(getattr(r, value) for r in self.runs if (r.contender, r.rtt_ms) == (contender, rtt_ms))
+
+    def ratio(self, a: str, b: str, rtt_ms: float) -> float:
+        """a's mails/s per connection over b's, within each round (median over the rounds)."""
+        return paired_ratio(per_round(self.runs, "per_connection", contender=a, rtt_ms=rtt_ms),
+                            per_round(self.runs, "per_connection", contender=b, rtt_ms=rtt_ms))
+
+    def ratios(self, a: str, b: str, rtt_ms: float) -> list[float]:
+        """The same ratio of every round (its spread)."""
+        num = per_round(self.runs, "per_connection", contender=a, rtt_ms=rtt_ms)
+        den = per_round(self.runs, "per_connection", contender=b, rtt_ms=rtt_ms)
+        return [round(num[r] / den[r], 3) for r in sorted(num.keys() & den.keys())]
+
+
 # ------------------------------------------------------------------------------------------- the run
 
 @dataclass
@@ -284,6 +327,7 @@ class Sections:
     scaling: ScalingResult | None = None
     memory: MemoryResult | None = None
     provider: ProviderResult | None = None
+    rtt: RttResult | None = None
 
 
 @dataclass

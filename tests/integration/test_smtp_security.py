@@ -94,3 +94,19 @@ async def test_ehlo_name_is_fully_qualified_never_localhost(email_service_factor
         await eventually(lambda: smtp_server.count() == 1, what="the mail")
     helo = smtp_server.received()[0].helo
     assert helo == (configured or helo) and "." in helo and not helo.startswith("localhost"), helo
+
+
+async def test_starttls_and_auth_then_pipelining(email_service_factory, vhost, ca):
+    """PIPELINING as the server advertises it after STARTTLS and AUTH (the EHLO that counts is the one over TLS)."""
+    authority, ca_file = ca
+    server = tls_server(authority, implicit=False)
+    try:
+        async with email_service_factory(smtp_port=server.port, SMTP_HOST="localhost", SMTP_SECURITY="starttls",
+                                         SMTP_CA_FILE=ca_file, SMTP_USERNAME=CREDENTIALS[0],
+                                         SMTP_PASSWORD=CREDENTIALS[1], CONCURRENCY="1") as consumer:
+            await publish_raw(vhost.url, [event_body() for _ in range(3)])
+            await eventually(lambda: server.count() == 3, what="three mails over TLS")
+            assert consumer.count("sent") == 3
+    finally:
+        server.stop()
+    assert server.pipelined == 3  # MAIL FROM and RCPT TO came in one write, over the TLS session

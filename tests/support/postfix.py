@@ -21,7 +21,9 @@ Invariants:
   `maillog_file_prefixes`); it never touches the machine's default instance, which stays stopped;
 - the one global change is the default /etc/postfix/main.cf's `alternate_config_directories`, without which
   `postfix -c DIR start` fails silently: the instance's directory is added at start and removed at stop, under a
-  file lock, so instances of concurrent test runs never lose each other's entries;
+  file lock, so instances of concurrent test runs never lose each other's entries; when Postfix was installed with
+  "No configuration" (as tests/bench/ensure-tools.sh does) that main.cf is missing and is created empty (Postfix's
+  defaults), which starts nothing;
 - every service in master.cf runs unchrooted (a chroot would need copies of /etc files in each queue directory);
 - nothing is mocked: `start()` fails naming what to install when Postfix is missing.
 """
@@ -182,6 +184,7 @@ def _registry() -> Iterator[None]:
 def _register(config_dir: Path, *, add: bool) -> None:
     """Add `config_dir` to (or remove it from) the default main.cf's alternate_config_directories."""
     with _registry():
+        (DEFAULT_MAIN_CF_DIR / "main.cf").touch(exist_ok=True)
         current = subprocess.run(["postconf", "-c", str(DEFAULT_MAIN_CF_DIR), "-h", "alternate_config_directories"],
                                  capture_output=True, text=True, timeout=10, check=True).stdout
         dirs = [d for d in current.replace(",", " ").split() if d != str(config_dir)]

@@ -10,6 +10,8 @@
     server.command_rules.append(rule)                     # a reply to MAIL or RCPT (throttling at RCPT, ...)
     server.greeting_rules.append(rule)                    # refuse a new connection at the greeting, then close it
     server.max_open_connections, server.connection_timeline  # connections open at once, and when
+    SmtpTestServer(port, pipelining=False)                # EHLO without PIPELINING (advertised by default)
+    server.pipelined                                      # mails whose RCPT came in the same read as MAIL
     server.stop(); server.start()                         # an outage: same port, what was received is kept
 
 Invariants:
@@ -136,8 +138,20 @@ class _Handler:
     def __init__(self, server: SmtpTestServer) -> None:
         self.server = server
 
+    async def handle_EHLO(self, server: Any, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves it to this hook once the hook exists
+        if self.server.pipelining:  # as Postfix does; aiosmtpd reads commands line by line, so it can take them
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(self, server: Any, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
+        # aiosmtpd's stream reader (private): the RCPT already waiting there came in one write with this MAIL
+        waiting = getattr(getattr(server, "_reader", None), "_buffer", b"")
+        if bytes(waiting[:4]).upper() == b"RCPT":
+            with self.server.lock:
+                self.server.pipelined += 1
         reply = self.server.command_reply("mail", session)
         if reply is not None:
             return reply
@@ -183,8 +197,10 @@ class SmtpTestServer:
     """aiosmtpd on 127.0.0.1:`port`, optionally with STARTTLS or implicit TLS and AUTH."""
 
     def __init__(self, port: int, *, tls_context: ssl.SSLContext | None = None, implicit_tls: bool = False,
-                 credentials: tuple[str, str] | None = None) -> None:
+                 credentials: tuple[str, str] | None = None, pipelining: bool = True) -> None:
         self.port = port
+        self.pipelining = pipelining  # advertise PIPELINING (RFC 2920) in the EHLO reply
+        self.pipelined = 0  # mails whose MAIL FROM arrived together with their RCPT TO (a pipelining client)
         self.lock = threading.RLock()  # reentrant: reply rules run under it and may read the server
         self.mails: list[ReceivedMail] = []
         self.recipient_replies: dict[str, str] = {}

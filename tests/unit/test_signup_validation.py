@@ -100,3 +100,15 @@ def test_only_the_configured_locales_are_accepted():
     assert parse_signup({"email": "a@example.com", "name": "A"}, ("de", "en")).locale == "de"
     with pytest.raises(InvalidSignup, match="must be one of de, en"):
         parse_signup({"email": "a@example.com", "name": "A", "locale": "zh-CN"}, ("de", "en"))
+
+
+def test_forbidden_characters_are_exactly_the_unicode_categories_refused() -> None:
+    """The one regular expression of events.py stands for: Cc, Cs, Zl, Zp and U+FEFF, over every code point."""
+    import unicodedata
+
+    from producer_service.events import _forbidden_character
+
+    for code in range(0x110000):
+        ch = chr(code)
+        expected = unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch == "\ufeff"
+        assert (_forbidden_character(f"ab{ch}") == ch) is expected, hex(code)

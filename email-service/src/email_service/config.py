@@ -60,6 +60,7 @@ class Settings:
     smtp_ca_file: str | None = None
     smtp_timeout: float = 30.0
     smtp_pool_size: int = 16
+    smtp_pipelining: bool = True  # RFC 2920, where the server advertises it (pipelining.py)
     mail_from: str = "Welcome <no-reply@example.com>"
     product_name: str = "Acme"
     metrics_host: str = "0.0.0.0"
@@ -148,6 +149,7 @@ class Settings:
             smtp_timeout=e.number("SMTP_TIMEOUT_SECONDS", 30.0, 0.1, 600),
             # One connection per message in flight: with fewer, the extra prefetched messages only wait.
             smtp_pool_size=e.integer("SMTP_POOL_SIZE", min(concurrency, 256), 1, 256),
+            smtp_pipelining=e.boolean("SMTP_PIPELINING", True),
             mail_from=mail_from,
             product_name=e.text("PRODUCT_NAME", "Acme"),
             metrics_host=e.text("METRICS_HOST", "0.0.0.0"),

@@ -1,7 +1,8 @@
 """A small pool of reused SMTP connections (aiosmtplib).
 
 Opening a connection (and TLS, and AUTH) per mail costs more than the mail itself, so connections are kept and
-reused. A connection that failed in any way is closed and dropped, never reused; the pool opens a fresh one.
+reused, and a mail goes in two round trips instead of four where the server allows PIPELINING (pipelining.py,
+SMTP_PIPELINING). A connection that failed in any way is closed and dropped, never reused; the pool opens a fresh one.
 A reused connection the server had quietly closed (idle timeout) gets one immediate second try on a new one.
 
 Every send first takes a slot of this process's SendGovernor (how many exchanges at once, how fast: it slows down
@@ -21,6 +22,7 @@ from typing import NamedTuple
 
 import aiosmtplib
 
+from . import pipelining
 from .budget import SendBudget
 from .config import Settings
 from .errors import Stage, Throttled, classify
@@ -151,7 +153,8 @@ class SmtpPool:
         """Send on `client`: back to the pool after a 250, closed and dropped after any failure; returns the text
         of the server's reply to DATA."""
         try:
-            _, reply = await client.sendmail(mail.sender, [mail.recipient], mail.data)
+            _, reply = await pipelining.sendmail(client, mail.sender, [mail.recipient], mail.data,
+                                                 pipelining=self._settings.smtp_pipelining)
         except BaseException:
             await self._discard(client, lease)
             raise

@@ -31,6 +31,15 @@ log = logging.getLogger("producer_service.api")
 MAX_HEADER_TOKEN = 128
 REQUEST_ID_HEADER = "x-request-id"  # read from the request (when well-formed) and set on every response
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.encode("ascii")
+# Built once: json.loads with a hook builds a new decoder (and its scanner) for every body.
+_decode_json = json.JSONDecoder(object_pairs_hook=refuse_duplicate_keys).decode
+
+
+def _json_body(text: str) -> object:
+    """json.loads(text, object_pairs_hook=refuse_duplicate_keys), on the decoder built once."""
+    if text.startswith("\ufeff"):  # as json.loads says it
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _decode_json(text)
 
 
 def _header_token(value: str | None, limit: int = MAX_HEADER_TOKEN) -> str | None:
@@ -62,6 +71,7 @@ class RequestContext:
     def __init__(self, app: ASGIApp, metrics: ProducerMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._durations: dict[tuple[str, str, str], Any] = {}  # the histogram's children, looked up once each
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,8 +99,11 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             route = scope["path"] if scope["path"] in ROUTES else "other"
-            self.metrics.http_duration.labels(route, scope["method"], f"{status // 100}xx").observe(
-                time.perf_counter() - started)
+            labels = (route, scope["method"], f"{status // 100}xx")
+            duration = self._durations.get(labels)
+            if duration is None:
+                duration = self._durations[labels] = self.metrics.http_duration.labels(*labels)
+            duration.observe(time.perf_counter() - started)
             logs.correlation_id.reset(token)
 
 
@@ -103,6 +116,7 @@ class SignupAPI:
         self.openapi_document = openapi.document(settings.locales)
         self.status = status
         self._secret = settings.idempotency_secret.value.encode() if settings.idempotency_secret else None
+        self._signups = {outcome: metrics.signups.labels(outcome.value) for outcome in SignupOutcome}
 
     async def _read_body(self, request: Request) -> bytes | Response:
         limit = self.settings.max_body_bytes
@@ -125,7 +139,7 @@ class SignupAPI:
             outcome = SignupOutcome.UNAVAILABLE
         else:
             outcome = SignupOutcome.INVALID
-        self.metrics.signups.labels(outcome.value).inc()
+        self._signups[outcome].inc()
         return response
 
     async def _handle_signup(self, request: Request) -> Response:
@@ -143,7 +157,7 @@ class SignupAPI:
             return problem(400, "invalid_encoding", "the body is not valid UTF-8",
                            [FieldError("body", "invalid_encoding", f"invalid UTF-8 at byte {exc.start}")])
         try:
-            payload = json.loads(text, object_pairs_hook=refuse_duplicate_keys)
+            payload = _json_body(text)
         except DuplicateKey as exc:
             return problem(400, "invalid_json", f"the body names {exc.key[:100]!r} twice",
                            [FieldError("body", "duplicate_key", str(exc))])

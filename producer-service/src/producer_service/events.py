@@ -67,12 +67,15 @@ class Signup:
     locale: str
 
 
+# Unicode categories Cc (U+0000-001F, U+007F-009F, U+0085 among them), Cs (surrogates), Zl (U+2028), Zp (U+2029),
+# and U+FEFF: one regular expression instead of a category lookup per character (tests/unit checks the equivalence).
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\ufeff]")
+
+
 def _forbidden_character(text: str) -> str | None:
     """The first control or line-breaking character in text, which must never reach a mail header."""
-    for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in "\u0085\ufeff":
-            return ch
-    return None
+    found = _FORBIDDEN.search(text)
+    return found.group() if found else None
 
 
 def _check_email(value: object, errors: list[FieldError]) -> str | None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 class CeilingConsumer:
     key: str = "ceiling"
     queue: str = "email.welcome"
+    pool: int = 16  # reused SMTP connections (BENCH_POOL)
 
     def consumers_registered(self, processes: int) -> int:
         return processes
@@ -30,7 +31,8 @@ class CeilingConsumer:
 
     def start(self, bed: Testbed, processes: int, smtp_port: int) -> list[subprocess.Popen]:
         return [bed.processes.start("ceiling", [BENCH_PY, str(PEERS / "ceiling_consumer.py")],
-                                    env={**peer_env(bed, smtp_port), "BENCH_QUEUE": self.queue})
+                                    env={**peer_env(bed, smtp_port), "BENCH_QUEUE": self.queue,
+                                         "BENCH_POOL": str(self.pool)})
                 for _ in range(processes)]
 
 

@@ -7,7 +7,6 @@ Shared by the Celery and Dramatiq workers so both peers do exactly the same work
 from __future__ import annotations
 
 import html
-import json
 import os
 import smtplib
 from email.headerregistry import Address
@@ -21,7 +20,7 @@ MAIL_FROM = Address("Welcome", addr_spec="no-reply@example.com")
 SMTP_HOST = os.environ.get("BENCH_SMTP_HOST", "127.0.0.1")
 SMTP_PORT = int(os.environ.get("BENCH_SMTP_PORT", "25"))
 
-_SUBJECTS = json.loads((TEMPLATES / "subjects.json").read_text("utf-8"))
+_SUBJECTS = {loc: (TEMPLATES / f"welcome.{loc}.subject").read_text("utf-8").strip() for loc in ("en", "zh-CN")}
 _TEXT = {loc: (TEMPLATES / f"welcome.{loc}.txt").read_text("utf-8").replace("{{product}}", PRODUCT)
          for loc in ("en", "zh-CN")}
 _HTML = {loc: (TEMPLATES / f"welcome.{loc}.html").read_text("utf-8").replace("{{product}}", PRODUCT)

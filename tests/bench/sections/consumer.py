@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from tests.support.fault_proxy import FaultProxy
 from tests.support.waits import WaitTimedOut
 
 from ..contenders.base import Consumer, fill
@@ -24,13 +25,17 @@ from ..testbed import Testbed, log
 TRIAL_CONCURRENCIES = (8, 16, 32)
 
 
-def drain(bed: Testbed, consumer: Consumer, processes: int, n: int, round_: int = 0) -> Drain:
+def drain(bed: Testbed, consumer: Consumer, processes: int, n: int, round_: int = 0, rtt: float = 0.0) -> Drain:
+    """`rtt` > 0: the consumers reach smtp-sink through a FaultProxy that holds every chunk rtt/2 each way."""
     broker = bed.broker
     assert broker is not None
     wall = time.monotonic()
     fill(consumer, broker, n)
     sink = SmtpSink(bed.processes)
-    workers = consumer.start(bed, processes, sink.port)
+    proxy = FaultProxy(sink.port).start() if rtt else None
+    if proxy is not None:
+        proxy.latency(rtt / 2)
+    workers = consumer.start(bed, processes, proxy.port if proxy is not None else sink.port)
     monitor = TreeMonitor([w.pid for w in workers])
     monitor.start()
     try:
@@ -46,6 +51,8 @@ def drain(bed: Testbed, consumer: Consumer, processes: int, n: int, round_: int 
     finally:
         monitor.stop()
         bed.processes.stop(*workers, timeout=5)
+        if proxy is not None:
+            proxy.stop()
         sink.stop()
         broker.purge(consumer.queue)
     mails, seconds = n - done_before, t_end - t_start
