@@ -3,8 +3,10 @@ holds the invariant and the record it keeps).
 
 The small version runs in `make test`; `RELIABILITY_FULL=1` (what `make test-reliability` sets) runs the full one:
 more signups, more kills, longer blackouts, every scenario with dedup off and on. The RabbitMQ restart runs in both, on
-a private node (`private_broker`): the shared broker is never restarted. The network faults (test_network_faults.py)
-go through tests/support/fault_proxy.py. `RELIABILITY_SEED` changes the seed of every random choice.
+a private node (`private_broker`): the shared broker is never restarted; the partition (test_partition.py) on
+three nodes of the session's own in network namespaces (`partitioned_cluster`). The other network faults
+(test_network_faults.py) go through tests/support/fault_proxy.py. `RELIABILITY_SEED` changes the seed of every
+random choice.
 
 At the end of the session the table of every scenario is printed and written to tests/reliability/LATEST.md.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.broker import VHost
+from tests.support.partition import PartitionedCluster
 from tests.support.private_broker import PrivateBroker
 from tests.support.report import FULL, write_report
 
@@ -51,6 +54,23 @@ def private_broker() -> Iterator[PrivateBroker]:
 @pytest.fixture
 def private_vhost(private_broker: PrivateBroker) -> Iterator[VHost]:
     vhost = private_broker.vhost()
+    yield vhost
+    vhost.delete()
+
+
+@pytest.fixture(scope="session")
+def partitioned_cluster() -> Iterator[PartitionedCluster]:
+    """Three RabbitMQ nodes of the session's own, each in a network namespace (test_partition.py cuts one off)."""
+    cluster = PartitionedCluster.up()
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+@pytest.fixture
+def partition_vhost(partitioned_cluster: PartitionedCluster) -> Iterator[VHost]:
+    vhost = partitioned_cluster.vhost()
     yield vhost
     vhost.delete()
 

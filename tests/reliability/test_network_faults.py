@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.probes import http_ok
 from tests.support.report import FULL
-from tests.support.service_logs import json_lines
+from tests.support.service_logs import json_lines, times_of
 from tests.support.waits import eventually
 
 from .harness import PUBLISH_TIMEOUT_SECONDS, ReliabilityRun, ScenarioConfig
@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow
 BLACKOUT_SECONDS = size(15, 45)
 DETECT_WITHIN = 30  # seconds: both services must say "not ready" by then (the bound)
 RECOVER_WITHIN = 30  # seconds after the heal: both serve again, without a restart
+RETRY_SCHEDULED = "delivery failed, retry scheduled"  # the email-service's log line for a send to be retried
 
 
 async def went(who: str, run: ReliabilityRun, ready: Callable[[], Awaitable[bool]], up: bool, since: float,
@@ -98,10 +99,20 @@ async def blackhole_smtp_links(run: ReliabilityRun) -> None:
     await run.until_sent(0.3)
     await eventually(lambda: run.fleet.in_progress(), timeout=20, interval=0.01, what="a send in progress")
     proxy.blackhole(keep_dead=True)
+    cut_wall = time.time()
     # the server may have taken the mail whose 250 is lost: every send in flight may go out twice
     run.chaos.record("smtp links blackholed", could_duplicate=run.config.consumers * run.config.concurrency)
     await asyncio.sleep(run.rng.uniform(*size((2.0, 4.0), (5.0, 10.0))))  # the outage itself
     proxy.heal()
+    healed = time.monotonic()
+    # detected: the first send given up on (SMTP_TIMEOUT_SECONDS) and scheduled for a retry; recovered: the first
+    # mail the server accepts after the heal (over a new connection of the pool)
+    await eventually(lambda: run.smtp.accepted_since(healed), timeout=RECOVER_WITHIN, interval=0.05,
+                     what=f"a mail accepted after the heal (logs in {run.workdir})")
+    run.chaos.timings["email-service recovered"] = min(mail.at for mail in run.smtp.accepted_since(healed)) - healed
+    retried = times_of(run.fleet.logs, RETRY_SCHEDULED, since=cut_wall)
+    if retried:
+        run.chaos.timings["email-service detected"] = min(retried) - cut_wall
 
 
 async def test_smtp_links_blackholed_mid_data(scenario, tmp_path):

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from local_cluster import ClusterError, ClusterSettings, FrontSpec, NodeSpec
+from local_cluster import ClusterError, ClusterSettings, FrontSpec, NodePlace, NodeSpec
 from local_cluster.epmd import parse_names
 from local_cluster.front import render_haproxy_cfg, up_servers
 from local_cluster.node import node_environment, render_rabbitmq_conf
 from local_cluster.process import carries
+from local_cluster.rabbitmq import RabbitMQ
 
 
 def test_default_settings_name_three_nodes_on_consecutive_ports() -> None:
@@ -26,7 +27,8 @@ def test_settings_move_the_whole_cluster() -> None:
                                          "CLUSTER_FRONT_PORT": "6680", "CLUSTER_AMQP_BASE_PORT": "6681",
                                          "CLUSTER_DIST_BASE_PORT": "26681", "CLUSTER_TIMEOUT": "30"})
     front = settings.front_spec()
-    assert (front.port, front.servers, front.home) == (6680, (("x1", 6681), ("x2", 6682), ("x3", 6683)),
+    assert (front.port, front.servers, front.home) == (6680, (("x1", "127.0.0.1", 6681), ("x2", "127.0.0.1", 6682),
+                                                               ("x3", "127.0.0.1", 6683)),
                                                        Path("/tmp/other"))
     assert settings.node_specs()[2].name == "x3@localhost" and settings.timeout == 30
 
@@ -60,7 +62,7 @@ def test_node_environment_keeps_everything_in_its_home() -> None:
 
 
 def test_haproxy_config_balances_over_every_node_with_checks() -> None:
-    spec = FrontSpec(5680, (("rc1", 5681), ("rc2", 5682)), Path("/s"))
+    spec = FrontSpec(5680, (("rc1", "127.0.0.1", 5681), ("rc2", "127.0.0.1", 5682)), Path("/s"))
     cfg = render_haproxy_cfg(spec, run_as="haproxy")
     assert "    bind 127.0.0.1:5680\n" in cfg
     assert "    server rc1 127.0.0.1:5681 check\n    server rc2 127.0.0.1:5682 check\n" in cfg
@@ -95,3 +97,25 @@ def test_a_node_is_recognised_by_its_home_argument_only_as_a_whole() -> None:
     assert carries(argv, ("-home", "/tmp/c/rc1"))
     assert not carries(argv, ("-home", "/tmp/c/rc"))
     assert not carries(["beam.smp", "-home"], ("-home", "/tmp/c/rc1"))
+
+
+def test_places_put_each_node_on_its_own_address_and_namespace() -> None:
+    places = tuple(NodePlace(f"h{i}", f"198.18.7.{i}", f"ns{i}") for i in (1, 2, 3))
+    settings = ClusterSettings(places=places, inetrc=Path("/tmp/x.inetrc"), net_ticktime=10)
+    spec = settings.node_specs()[1]
+    assert (spec.name, spec.address, spec.netns, spec.seed) == ("rc2@h2", "198.18.7.2", "ns2", "rc1@h1")
+    assert spec.url == "amqp://guest:guest@198.18.7.2:5682/"
+    assert settings.front_spec().servers[2] == ("rc3", "198.18.7.3", 5683)
+    conf = render_rabbitmq_conf(spec)
+    assert "listeners.tcp.1 = 198.18.7.2:5682\n" in conf and "loopback_users.guest = false\n" in conf
+    env = node_environment(spec)
+    assert env["ERL_FLAGS"] == "-kernel inet_dist_use_interface {198,18,7,2} -kernel net_ticktime 10"
+    assert (env["ERL_EPMD_ADDRESS"], env["ERL_INETRC"]) == ("198.18.7.2", "/tmp/x.inetrc")
+
+
+def test_a_tool_in_a_namespace_is_entered_as_root_then_run_as_the_rabbitmq_user() -> None:
+    rabbit = RabbitMQ(Path("/usr/lib/rabbitmq/bin"), run_as="rabbitmq")
+    argv, user = rabbit.command(["rabbitmqctl", "status"], "ns1")
+    assert argv[-6:] == ["setpriv", "--reuid=rabbitmq", "--regid=rabbitmq", "--clear-groups", "rabbitmqctl", "status"]
+    assert argv[1:4] == ["netns", "exec", "ns1"] and user is None
+    assert rabbit.command(["rabbitmqctl"], None) == (["rabbitmqctl"], "rabbitmq")

@@ -13,7 +13,7 @@ from .ctl_json import ClusterStatus, QueueState
 from .errors import ClusterError
 from .front import Front, FrontSpec
 from .node import Node, NodeSpec
-from .settings import ClusterSettings
+from .settings import ClusterSettings, NodePlace
 
-__all__ = ["Cluster", "ClusterError", "ClusterSettings", "ClusterStatus", "Front", "FrontSpec", "Node", "NodeSpec",
-           "QueueState"]
+__all__ = ["Cluster", "ClusterError", "ClusterSettings", "ClusterStatus", "Front", "FrontSpec", "Node", "NodePlace",
+           "NodeSpec", "QueueState"]

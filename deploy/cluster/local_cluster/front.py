@@ -31,10 +31,10 @@ STOP_GRACE_SECONDS = 10
 
 @dataclass(frozen=True)
 class FrontSpec:
-    """The front's port, its servers (name, AMQP port) and the directory holding its files."""
+    """The front's port, its servers (name, address, AMQP port) and the directory holding its files."""
 
     port: int
-    servers: tuple[tuple[str, int], ...]
+    servers: tuple[tuple[str, str, int], ...]
     home: Path
 
     @property
@@ -53,7 +53,7 @@ class FrontSpec:
 def render_haproxy_cfg(spec: FrontSpec, run_as: str | None) -> str:
     """haproxy.cfg for the front; `run_as`: the user haproxy drops to after binding (None: stay as is)."""
     user = [f"    user {run_as}", f"    group {run_as}"] if run_as else []
-    servers = [f"    server {name} 127.0.0.1:{port} check" for name, port in spec.servers]
+    servers = [f"    server {name} {address}:{port} check" for name, address, port in spec.servers]
     return "\n".join([
         "# written by local_cluster: TCP front for the local RabbitMQ cluster",
         "global",

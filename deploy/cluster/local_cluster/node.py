@@ -14,7 +14,10 @@ Invariants:
   node's and its rabbitmqctl's HOME, so the cookie there is the only one they use; another cookie (the machine's
   broker, rabbit@localhost, has its own) can never reach it. home's parent must be traversable by the rabbitmq
   user (/tmp is; pytest's 0700 tmp_path is not).
-- The node listens on 127.0.0.1 only: AMQP on `amqp_port`, Erlang distribution on `dist_port`.
+- The node listens on its `address` only (127.0.0.1 unless it is given one): AMQP on `amqp_port`, Erlang
+  distribution on `dist_port`. A node with a `netns` runs in that network namespace (its own epmd starts there,
+  on its address), and so does its rabbitmqctl: the CLI takes the node's host name for its own, and peers that
+  answer it (list_* rows come from every node) reach it there. `inetrc` (ERL_INETRC) says which host is where.
 - The VM runs in the foreground of its own session (RabbitMQ's "under systemd" mode: no wrapper shell, no
   -detached double fork), so the pid we spawn is the VM's and goes into the pid file at once.
 - Nothing here touches another node: it signals only a pid whose command line carries `-home <its home>`.
@@ -49,13 +52,19 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """Who a node is and where it lives. `seed`: the node a blank node joins at its first boot (None: alone)."""
+    """Who a node is and where it lives. `seed`: the node a blank node joins at its first boot (None: alone).
+    `address`, `netns`, `inetrc`: where it listens, the network namespace it runs in (None: the machine's), the
+    Erlang hosts file naming every node's host (None: the system resolver); `net_ticktime`: Erlang's (None: 60 s)."""
 
     name: str
     amqp_port: int
     dist_port: int
     home: Path
     seed: str | None = None
+    address: str = "127.0.0.1"
+    netns: str | None = None
+    inetrc: Path | None = None
+    net_ticktime: int | None = None
 
     @property
     def short_name(self) -> str:
@@ -63,7 +72,7 @@ class NodeSpec:
 
     @property
     def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
+        return f"amqp://guest:guest@{self.address}:{self.amqp_port}/"
 
     @property
     def pid_file(self) -> Path:
@@ -77,9 +86,11 @@ class NodeSpec:
 def render_rabbitmq_conf(spec: NodeSpec) -> str:
     """The node's rabbitmq.conf (it replaces /etc/rabbitmq/rabbitmq.conf for this node)."""
     lines = [f"# written by local_cluster for {spec.name}",
-             f"listeners.tcp.1 = 127.0.0.1:{spec.amqp_port}",
+             f"listeners.tcp.1 = {spec.address}:{spec.amqp_port}",
              "log.console = false",
              "log.file.level = info"]
+    if not spec.address.startswith("127."):  # clients arrive from another address (the front, in the machine's
+        lines += ["loopback_users.guest = false"]  # namespace): guest/guest must work from there too (tests only)
     if spec.seed is not None:
         lines += ["cluster_partition_handling = pause_minority",
                   "# a blank node joins the seed at its first boot; a node with data rejoins its cluster from disk",
@@ -99,15 +110,23 @@ def node_environment(spec: NodeSpec) -> dict[str, str]:
         "RABBITMQ_ADVANCED_CONFIG_FILE": f"{home}/advanced.config",
         "RABBITMQ_ENABLED_PLUGINS_FILE": f"{home}/enabled_plugins",
         "RABBITMQ_NODENAME": spec.name,
-        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_IP_ADDRESS": spec.address,
         "RABBITMQ_NODE_PORT": str(spec.amqp_port),
         "RABBITMQ_DIST_PORT": str(spec.dist_port),
         "RABBITMQ_MNESIA_BASE": f"{home}/mnesia",
         "RABBITMQ_LOG_BASE": f"{home}/log",
         "RABBITMQ_PID_FILE": str(spec.pid_file),
-        "ERL_EPMD_ADDRESS": "127.0.0.1",
-        "ERL_FLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        "ERL_EPMD_ADDRESS": spec.address,
+        "ERL_FLAGS": erl_flags(spec),
+        **({"ERL_INETRC": str(spec.inetrc)} if spec.inetrc else {}),
     }
+
+
+def erl_flags(spec: NodeSpec) -> str:
+    """The distribution listens on the node's address only; net_ticktime as the spec says (the nodes and
+    rabbitmqctl must agree on it)."""
+    flags = f"-kernel inet_dist_use_interface {{{spec.address.replace('.', ',')}}}"
+    return flags + (f" -kernel net_ticktime {spec.net_ticktime}" if spec.net_ticktime else "")
 
 
 def new_cookie() -> str:
@@ -166,6 +185,8 @@ class Node:
 
     def check_free(self) -> None:
         """Nothing else holds the node's name or ports (a node that does not run but would not start)."""
+        if self.spec.netns is not None:
+            return  # its name and ports live in its own namespace, created empty for it
         if self.spec.short_name in (epmd.registered_names() or {}):
             raise ClusterError(f"{self.name} is registered with epmd but is not ours "
                                f"(pid file {self.spec.pid_file}): stop it first")
@@ -180,10 +201,9 @@ class Node:
         self.check_free()
         self.prepare()
         log.info("starting %s (amqp %s, dist %s)", self.name, self.spec.amqp_port, self.spec.dist_port)
-        self._daemon.spawn([self.rabbit.tool("rabbitmq-server")],
-                           env={**node_environment(self.spec), "RUNNING_UNDER_SYSTEMD": "true"},
-                           cwd=self.spec.home, output=self.spec.home / "log" / "stdout.log",
-                           user=self.rabbit.run_as)
+        argv, user = self.rabbit.command([self.rabbit.tool("rabbitmq-server")], self.spec.netns)
+        self._daemon.spawn(argv, env={**node_environment(self.spec), "RUNNING_UNDER_SYSTEMD": "true"},
+                           cwd=self.spec.home, output=self.spec.home / "log" / "stdout.log", user=user)
 
     def wait_booted(self, deadline: Deadline) -> None:
         """Return once RabbitMQ runs on the node; fails at once when the VM dies while booting."""
@@ -237,4 +257,5 @@ class Node:
 
     def _ctl(self, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
         argv = [self.rabbit.tool("rabbitmqctl"), "-n", self.name, *args]
-        return self.rabbit.run(argv, node_environment(self.spec), cwd=self.spec.home, timeout=timeout)
+        return self.rabbit.run(argv, node_environment(self.spec), cwd=self.spec.home, timeout=timeout,
+                               netns=self.spec.netns)

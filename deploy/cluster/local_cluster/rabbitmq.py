@@ -55,13 +55,24 @@ class RabbitMQ:
         entry = pwd.getpwnam(self.run_as)
         return entry.pw_uid, entry.pw_gid
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
-            timeout: float) -> subprocess.CompletedProcess[str]:
-        """Run one RabbitMQ tool to its end and capture its output; a tool that hangs is an error."""
+    def command(self, argv: Sequence[str], netns: str | None) -> tuple[list[str], str | None]:
+        """`argv` to run as `run_as` in network namespace `netns` (None: ours), and the user Popen must switch to.
+        In a namespace, root enters it and setpriv then becomes `run_as`; both exec, so the pid stays the tool's."""
+        if netns is None:
+            return list(argv), self.run_as
+        ip = find_program("ip") or "ip"
+        user = [] if self.run_as is None else ["setpriv", f"--reuid={self.run_as}", f"--regid={self.run_as}",
+                                               "--clear-groups"]
+        return [ip, "netns", "exec", netns, *user, *argv], None
+
+    def run(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, timeout: float,
+            netns: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run one RabbitMQ tool to its end (in `netns`, if given) and capture its output; a tool that hangs is an
+        error."""
+        command, user = self.command(argv, netns)
         try:
-            return subprocess.run(list(argv), env=dict(env), cwd=cwd, capture_output=True, text=True,
-                                  timeout=timeout, user=self.run_as, group=self.run_as,
-                                  extra_groups=[] if self.run_as else None)
+            return subprocess.run(command, env=dict(env), cwd=cwd, capture_output=True, text=True,
+                                  timeout=timeout, user=user, group=user, extra_groups=[] if user else None)
         except subprocess.TimeoutExpired:
             raise ClusterError(f"{' '.join(argv[:4])} ... did not finish within {timeout:g}s") from None
 

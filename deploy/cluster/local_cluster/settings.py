@@ -8,6 +8,9 @@
     CLUSTER_TIMEOUT          180     seconds any one command may wait before it gives up
 
 Two clusters with different settings (state directory, ports and prefix all different) can run side by side.
+
+A cluster can also be given `places` (code only, no variables): node i then is <prefix>i@<host> in network namespace
+`netns`, listening on `address` (tests/support/partition.py builds such a network, so that one node can be cut off).
 """
 
 from __future__ import annotations
@@ -25,6 +28,16 @@ NODE_HOST = "localhost"
 
 
 @dataclass(frozen=True)
+class NodePlace:
+    """Where one node of the cluster runs: its host name (resolved through `ClusterSettings.inetrc`), its address
+    and its network namespace."""
+
+    host: str
+    address: str
+    netns: str | None = None
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     state_dir: Path = Path("/tmp/welcome-mail-cluster")
     front_port: int = 5680
@@ -33,6 +46,9 @@ class ClusterSettings:
     node_prefix: str = "rc"
     timeout: float = 180
     size: int = 3
+    places: tuple[NodePlace, ...] = ()  # one per node; () is every node on 127.0.0.1 as <prefix>i@localhost
+    inetrc: Path | None = None  # the Erlang hosts file naming the places' hosts
+    net_ticktime: int | None = None  # Erlang's (None: its 60 s); how soon a node notices a silent peer
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ClusterSettings:
@@ -56,11 +72,15 @@ class ClusterSettings:
 
     def node_specs(self) -> tuple[NodeSpec, ...]:
         """Node 1 is the seed: the others join it at their first boot."""
-        names = [f"{self.node_prefix}{i}@{NODE_HOST}" for i in range(1, self.size + 1)]
+        places = self.places or tuple(NodePlace(NODE_HOST, "127.0.0.1") for _ in range(self.size))
+        if len(places) != self.size:
+            raise ClusterError(f"{len(places)} places for {self.size} nodes")
+        names = [f"{self.node_prefix}{i}@{place.host}" for i, place in enumerate(places, start=1)]
         return tuple(NodeSpec(name=name, amqp_port=self.amqp_base_port + i, dist_port=self.dist_base_port + i,
-                              home=self.state_dir / name.split("@")[0], seed=names[0])
-                     for i, name in enumerate(names))
+                              home=self.state_dir / name.split("@")[0], seed=names[0], address=place.address,
+                              netns=place.netns, inetrc=self.inetrc, net_ticktime=self.net_ticktime)
+                     for i, (name, place) in enumerate(zip(names, places, strict=True)))
 
     def front_spec(self) -> FrontSpec:
         return FrontSpec(port=self.front_port, home=self.state_dir,
-                         servers=tuple((spec.short_name, spec.amqp_port) for spec in self.node_specs()))
+                         servers=tuple((spec.short_name, spec.address, spec.amqp_port) for spec in self.node_specs()))
