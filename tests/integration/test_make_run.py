@@ -19,17 +19,22 @@ RUN_SH = Path(__file__).resolve().parents[2] / "deploy/local/run.sh"
 
 
 def make_run(vhost_url: str, tmp_path: Path) -> tuple[ServiceProcess, dict[str, int]]:
-    ports = {name: free_port() for name in ("HTTP_PORT", "METRICS_PORT", "SMTP_CAPTURE_PORT", "MAIL_VIEWER_PORT")}
+    ports = {name: free_port() for name in ("HTTP_PORT", "METRICS_PORT", "SMTP_CAPTURE_PORT", "MAIL_VIEWER_PORT",
+                                            "REDIS_PORT")}
     env = {"AMQP_URL": vhost_url, "CAPTURE_DIR": str(tmp_path / "mail-capture"),
            **{name: str(port) for name, port in ports.items()}}
     return ServiceProcess("make-run", [str(RUN_SH)], env, tmp_path / "run.log"), ports
 
 
 def children(pid: int) -> dict[str, int]:
-    """The components run.sh started, by the name of their program."""
+    """The components run.sh started, by the name of their program (its redis-server, which retitles itself,
+    as "redis-server")."""
     found = {}
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if argv[0].startswith(b"redis-server"):
+            found["redis-server"] = int(child)
+            continue
         name = next(Path(a.decode()).name for a in argv if re.search(rb"(service|smtp_capture\.py)$", a))
         found[name] = int(child)
     return found
