@@ -58,6 +58,12 @@ class DeadLetter:
     dead_lettered_at: str | None
     replays: int = 0  # how many times `dlq replay` moved it back before
 
+    @property
+    def record_id(self) -> str | None:
+        """The event whose delivery record a dlq command updates: the body's event id, else the message id the
+        producer set (an undecodable body still has its event's record)."""
+        return self.event_id or self.message_id
+
     @classmethod
     def of(cls, message: AbstractIncomingMessage) -> DeadLetter:
         headers = message.headers or {}
@@ -140,6 +146,12 @@ class DeadLetterQueue:
         started = time.monotonic()
 
         async def flush() -> None:
+            # The record first: once the copy is out, a consumer may write its next state at any moment, and
+            # `replayed` must not overwrite it. (A copy that then fails leaves the record at replayed while the
+            # letter stays in the dead-letter queue, counted in report.failed.)
+            if self.records is not None:
+                for _, letter in pending:
+                    await self.records.moved(letter.record_id, DeliveryStatus.REPLAYED, replays=letter.replays + 1)
             results = await asyncio.gather(*(self._publish_copy(channel, m) for m, _ in pending),
                                            return_exceptions=True)
             for (message, letter), result in zip(pending, results, strict=True):
@@ -148,8 +160,6 @@ class DeadLetterQueue:
                     continue
                 await message.ack()
                 report.moved += 1
-                if self.records is not None:
-                    await self.records.moved(letter.event_id, DeliveryStatus.REPLAYED, replays=letter.replays + 1)
                 if on_moved is not None:
                     on_moved(letter)
             pending.clear()
@@ -199,7 +209,7 @@ class DeadLetterQueue:
             await message.ack()
             report.moved += 1
             if self.records is not None:
-                await self.records.moved(letter.event_id, DeliveryStatus.PURGED)
+                await self.records.moved(letter.record_id, DeliveryStatus.PURGED)
             if on_removed is not None:
                 on_removed(letter)
 
