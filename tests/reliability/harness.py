@@ -33,6 +33,7 @@ from tests.support.fault_proxy import FaultProxy
 from tests.support.fleet import ConsumerFleet
 from tests.support.load import SignupLoad
 from tests.support.ports import free_port
+from tests.support.probes import ReadinessProbe
 from tests.support.processes import producer_process
 from tests.support.redis_server import PrivateRedis
 from tests.support.service_logs import ServiceLogs
@@ -180,6 +181,19 @@ class ReliabilityRun:
         await eventually(lambda: self.load.sent >= target or self.load.finished.is_set(),
                          timeout=self.config.signups / self.config.rate + 60, interval=0.05,
                          what=f"{fraction:.0%} of the signups sent")
+
+    def readiness_probes(self) -> list[ReadinessProbe]:
+        """One /readyz poller for the producer and one per consumer slot (`async with ProbeSet(...)`)."""
+        assert self.fleet is not None
+        return [ReadinessProbe("producer", f"http://127.0.0.1:{self.producer_port}/readyz"),
+                *(ReadinessProbe(f"consumer #{slot}", self.fleet.url(slot)) for slot in range(self.config.consumers))]
+
+    def record_timings(self, probes: list[ReadinessProbe], fault: float, heal: float) -> None:
+        """Each probe's detection (fault to its first "not ready") and recovery (heal to "ready" for good)."""
+        for probe in probes:
+            for what, seconds in (("detected", probe.detected(fault)), ("recovered", probe.recovered(heal))):
+                if seconds is not None:
+                    self.chaos.timings[f"{probe.name} {what}"] = seconds
 
     # -- the end of a scenario
 

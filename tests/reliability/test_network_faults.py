@@ -21,14 +21,13 @@ from tests.support.waits import eventually
 
 from .harness import PUBLISH_TIMEOUT_SECONDS, ReliabilityRun, ScenarioConfig
 from .invariant import check_invariant
-from .test_scenarios import CLIENT_CONCURRENCY, size
+from .test_scenarios import CLIENT_CONCURRENCY, RECOVER_WITHIN, size
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow,
               pytest.mark.timeout(600 if FULL else 180)]
 
 BLACKOUT_SECONDS = size(15, 45)
 DETECT_WITHIN = 30  # seconds: both services must say "not ready" by then (the bound)
-RECOVER_WITHIN = 30  # seconds after the heal: both serve again, without a restart
 RETRY_SCHEDULED = "delivery failed, retry scheduled"  # the email-service's log line for a send to be retried
 
 

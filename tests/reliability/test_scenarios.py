@@ -8,9 +8,11 @@ Small version by default (a few hundred signups per scenario); RELIABILITY_FULL=
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
+from tests.support.probes import ProbeSet
 from tests.support.report import FULL
 from tests.support.waits import eventually
 
@@ -20,6 +22,7 @@ from .invariant import check_invariant
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow,
               pytest.mark.timeout(900 if FULL else 240)]
 
+RECOVER_WITHIN = 30  # seconds after a heal: every service serves again, without a restart
 CLIENT_CONCURRENCY = 32  # SignupLoad's default: publishes that can be in flight at a broker disruption
 DEDUP_OFF = [pytest.param(False, id="dedup-off")]
 DEDUP_BOTH = [*DEDUP_OFF, pytest.param(True, id="dedup-on")]
@@ -104,17 +107,24 @@ async def rolling_restart(run: ReliabilityRun) -> None:
 
 async def broker_restart(run: ReliabilityRun) -> None:
     """`rabbitmqctl stop_app`, a pause, `start_app` of the run's private node: every connection drops and the broker
-    refuses new ones."""
+    refuses new ones. Every service's /readyz is polled throughout: detection is the stop to its first "not ready",
+    recovery the node's `await_startup` to "ready" for good."""
     ctl = run.vhost.ctl
     await run.until_sent(0.4)
-    await asyncio.to_thread(ctl, "stop_app")
-    run.chaos.record("broker restart",
-                     could_duplicate=run.config.consumers * run.config.concurrency + CLIENT_CONCURRENCY)
-    try:
-        await asyncio.sleep(run.rng.uniform(2.0, 5.0))  # the outage itself
-    finally:
-        await asyncio.to_thread(ctl, "start_app")
-        await asyncio.to_thread(ctl, "await_startup")
+    async with ProbeSet(run.readiness_probes()) as probes:
+        stopped = time.monotonic()
+        await asyncio.to_thread(ctl, "stop_app")
+        run.chaos.record("broker restart",
+                         could_duplicate=run.config.consumers * run.config.concurrency + CLIENT_CONCURRENCY)
+        try:
+            await asyncio.sleep(run.rng.uniform(2.0, 5.0))  # the outage itself
+        finally:
+            await asyncio.to_thread(ctl, "start_app")
+            await asyncio.to_thread(ctl, "await_startup")
+        started = time.monotonic()
+        await eventually(lambda: probes.all_ready_since(started), timeout=RECOVER_WITHIN, interval=0.1,
+                         what=f"every service ready again after start_app (logs in {run.workdir})")
+    run.record_timings(probes.probes, stopped, started)
 
 
 # -- scenarios --------------------------------------------------------------------------------------------------------

@@ -68,6 +68,20 @@ class ReadinessProbe:
     def down_seconds(self, since: float, until: float = float("inf")) -> float:
         return sum(end - start for start, end in self.down_intervals(since, until))
 
+    def detected(self, fault: float) -> float | None:
+        """Seconds from `fault` to the first sample after it that was not ready; None if none was."""
+        down = next((at for at, ok in self.samples if at >= fault and not ok), None)
+        return None if down is None else down - fault
+
+    def recovered(self, heal: float) -> float | None:
+        """Seconds from `heal` to the sample from which on every sample was ready (0 if it never went down after
+        `heal`); None while the last sample is not ready."""
+        if not self.ready:
+            return None
+        last_down = max((at for at, ok in self.samples if not ok), default=None)
+        back = next(at for at, ok in self.samples if ok and (last_down is None or at > last_down))
+        return max(0.0, back - heal)
+
 
 class ProbeSet:
     """Several probes polled together until `stop()`: `async with ProbeSet([...]) as probes:`."""
