@@ -73,8 +73,13 @@ system-deps: ## install the Debian packages the tests use (prometheus; haproxy: 
 broker: ## make sure RabbitMQ answers at AMQP_URL (start the local one if it is installed)
 	deploy/local/ensure-rabbitmq.sh
 
-test: install system-deps broker lint-py ## ruff and mypy, then the whole suite: unit, contract, integration, observability, chart (what CI runs)
-	$(BIN)/pytest
+# Two xdist workers: most of the suite waits on brokers, servers and rates, so two at once about halve its time on
+# two cores; tests/conftest.py keeps the tests that start their own RabbitMQ nodes in one worker, in turn.
+# TEST_WORKERS=0 runs it in one process (and prints the reliability table, which a worker cannot).
+TEST_WORKERS ?= 2
+
+test: install system-deps broker lint-py ## ruff and mypy, then the whole suite in 2 workers: unit, contract, integration, reliability (small), observability, chart (what CI runs)
+	$(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
 
 test-reliability: install system-deps broker ## the reliability suite in full: SIGKILLs, broker and SMTP failures, fuzzing, partition, cluster failover (~22 min measured on 2 busy cores)
 	RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability tests/cluster/test_signup_failover.py -q -s

@@ -1,5 +1,6 @@
 """Fixtures shared by every suite: a RabbitMQ vhost per test (or module), a real SMTP server per test, the two
-services in-process, and a Redis key space for dedup. Helpers live in tests/support/; this file holds fixtures only.
+services in-process, and a Redis key space for dedup; and the xdist groups of tests that share a fixed resource.
+Helpers live in tests/support/; this file holds fixtures and that one hook only.
 
 Nothing is mocked here. If RabbitMQ or Redis is not there, tests fail with a message saying what to start.
 """
@@ -17,6 +18,20 @@ from tests.support.postfix import PostfixRelay
 from tests.support.redis_server import KeySpace
 from tests.support.services import RunningEmailService, RunningProducer
 from tests.support.smtp_server import SmtpTestServer
+
+# `make test` runs the suite in two xdist workers (--dist loadgroup). Everything is isolated per test (vhosts, free
+# ports, key prefixes, private servers) except the RabbitMQ nodes the suites start, stop and kill themselves: those
+# tests run in one worker, in turn ("erlang"). Run side by side, they disturbed each other (a private node that did
+# not boot within 179 s, a cluster node that did not rejoin; cause not pinned down: they share epmd and the CPU).
+ERLANG_FIXTURES = ("partitioned_cluster", "private_broker")  # netns nodes wm<tag>-1..3; wm-reliability-<tag>
+ERLANG_DIRS = ("cluster",)  # tests/cluster: rc1..rc3@localhost on 5681-5683, the front on 5680
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if item.path.parent.name in ERLANG_DIRS or any(fixture in fixtures for fixture in ERLANG_FIXTURES):
+            item.add_marker(pytest.mark.xdist_group("erlang"))
 
 
 @pytest.fixture(scope="session")

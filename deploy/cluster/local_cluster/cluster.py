@@ -120,8 +120,8 @@ class Cluster:
             log.info("down")
 
     def start_node(self, name: str, timeout: float | None = None) -> None:
-        """Start a stopped or killed node again; returns once it runs, the cluster sees it running with every other
-        running node, and (when the front runs) haproxy has it back in rotation."""
+        """Start a stopped or killed node again; returns once it runs, every running node (it included) sees the
+        same running set, and (when the front runs) haproxy has it back in rotation."""
         node = self.node(name)
         deadline = Deadline(timeout or self.settings.timeout)
         if not self.settings.state_dir.is_dir():
@@ -129,12 +129,15 @@ class Cluster:
         with exclusive(deadline):
             self._prepare()
             node.start(deadline.left(at_least=1))
-            others = {other.name for other in self.running()}
-            wait_until(lambda: set(node.cluster_status().running_nodes) == others, deadline,
-                       f"{node.name} rejoining the cluster (running: {' '.join(sorted(others))})")
+            running = self.running()
+            names = {other.name for other in running}
+            # every running node, not only the restarted one: a peer's view can lag by a second under load, and a
+            # caller asking "who runs?" may ask any of them
+            wait_until(lambda: all(set(other.cluster_status().running_nodes) == names for other in running),
+                       deadline, f"{node.name} rejoining the cluster (running: {' '.join(sorted(names))})")
             if self.front.running():
                 self.front.wait_serving({node.spec.short_name}, deadline)
-            log.info("%s is back: %s", node.name, " ".join(sorted(others)))
+            log.info("%s is back: %s", node.name, " ".join(sorted(names)))
 
     def kill_node(self, name: str) -> None:
         """SIGKILL one node; returns once its VM is gone."""
