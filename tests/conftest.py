@@ -22,7 +22,8 @@ from tests.support.smtp_server import SmtpTestServer
 # `make test` runs the suite in two xdist workers (--dist loadgroup). Everything is isolated per test (vhosts, free
 # ports, key prefixes, private servers) except the RabbitMQ nodes the suites start, stop and kill themselves: those
 # tests run in one worker, in turn ("erlang"). Run side by side, they disturbed each other (a private node that did
-# not boot within 179 s, a cluster node that did not rejoin; cause not pinned down: they share epmd and the CPU).
+# not boot within 179 s; they share epmd and the CPU). A killed cluster node that dropped out again after its
+# restart was another worker's test server on its distribution port: ports.free_port now never hands those out.
 ERLANG_FIXTURES = ("partitioned_cluster", "private_broker")  # netns nodes wm<tag>-1..3; wm-reliability-<tag>
 ERLANG_DIRS = ("cluster",)  # tests/cluster: rc1..rc3@localhost on 5681-5683, the front on 5680
 

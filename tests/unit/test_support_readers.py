@@ -1,12 +1,15 @@
-"""The test-support layer's pure parts: the Prometheus text reader and the readiness probe's arithmetic.
+"""The test-support layer's pure parts: the Prometheus text reader, the readiness probe's arithmetic, free ports.
 
 A reader that misreads makes every test built on it pass or fail for the wrong reason, so it is tested itself.
 """
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from tests.support import ports
 from tests.support.probes import ReadinessProbe
 from tests.support.prometheus import Metrics, histogram_quantile
 
@@ -54,3 +57,23 @@ def test_probe_down_intervals_run_from_the_first_failure_to_the_next_success() -
     assert probe.down_intervals(since=2.5) == [(3.0, 4.0)]
     assert probe.down_intervals(since=0.0, until=3.5) == [(1.0, 2.0), (3.0, 3.5)]  # open at the window's end
     assert not probe.ready and probe.sampled_since(3.5)
+
+
+class _Scripted(random.Random):
+    """randrange answers the given ports in turn."""
+
+    def __init__(self, answers: list[int]) -> None:
+        super().__init__()
+        self.answers = iter(answers)
+
+    def randrange(self, *_: object) -> int:  # type: ignore[override]
+        return next(self.answers)
+
+
+def test_free_port_never_hands_out_a_fixed_rabbitmq_nodes_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a killed cluster node gets its distribution port back when it starts again (another worker's server took it)
+    reserved = sorted(ports.RESERVED)
+    monkeypatch.setattr(ports, "_rng", _Scripted([*reserved, 20123]))
+    monkeypatch.setattr(ports, "_handed_out", set())
+    assert {25672, 25681, 25682, 25683} <= ports.RESERVED
+    assert ports.free_port() == 20123
