@@ -42,6 +42,21 @@ class RabbitCluster:
         """The nodes the cluster itself reports as running."""
         return list(self.cluster.running_nodes())
 
+    def views(self) -> str:
+        """Each running node's own list of running nodes, and the end of every node's log: what a failed check of
+        the cluster's membership prints."""
+        lines = []
+        for node in self.cluster.nodes:
+            try:
+                view = " ".join(node.cluster_status().running_nodes) if node.running() else "(not running)"
+            except Exception as exc:  # noqa: BLE001 - a diagnostic: say what asking it gave
+                view = f"(no answer: {exc})"
+            lines.append(f"{node.name} sees: {view}")
+        for node in self.cluster.nodes:
+            log = node.spec.log_file.read_text(errors="replace") if node.spec.log_file.exists() else ""
+            lines.append(f"--- {node.name} log, last lines:\n" + "\n".join(log.splitlines()[-15:]))
+        return "\n".join(lines)
+
     def kill(self, node: str) -> None:
         """SIGKILL one node (no shutdown at all: its connections drop, its Raft members vanish)."""
         self.cluster.kill_node(node)

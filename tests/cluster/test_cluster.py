@@ -193,7 +193,9 @@ async def test_quorum_queue_keeps_every_confirmed_message_when_its_leader_is_kil
     started = time.monotonic()
     await in_thread(cluster.start, leader)
     restart_seconds = time.monotonic() - started
-    assert sorted(await in_thread(cluster.running_nodes)) == sorted(cluster.nodes)
+    running = sorted(await in_thread(cluster.running_nodes))
+    assert running == sorted(cluster.nodes), f"running after {leader}'s restart: {running}\n" + \
+        await in_thread(cluster.views)
     deadline = time.monotonic() + REJOIN_TIMEOUT_SECONDS
     while leader not in await in_thread(cluster.members, queue):
         if time.monotonic() > deadline:
