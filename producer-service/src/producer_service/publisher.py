@@ -20,8 +20,10 @@ import time
 from datetime import datetime
 
 import aio_pika
+import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+from aiormq import spec
 
 from .envvars import broker_failure
 from .events import EVENT_TYPE, UserSignedUp
@@ -66,6 +68,7 @@ class EventPublisher:
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._underlay: aiormq.abc.AbstractChannel | None = None  # aiormq's channel under self._channel
         self._task: asyncio.Task | None = None
         self._lost = asyncio.Event()
         self._stopping = False
@@ -127,7 +130,9 @@ class EventPublisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         channel.close_callbacks.add(self._on_close)
         self._channel = channel
-        self._exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        self._underlay = await channel.get_underlay_channel()
+        self._exchange = exchange
 
     def _on_close(self, *_: object) -> None:
         self._exchange = None
@@ -135,7 +140,7 @@ class EventPublisher:
 
     async def _close(self) -> None:
         self._exchange = None
-        connection, self._connection, self._channel = self._connection, None, None
+        connection, self._connection, self._channel, self._underlay = self._connection, None, None, None
         self._metrics.broker_connected.set(0)
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(Exception):
@@ -159,17 +164,19 @@ class EventPublisher:
         self._lost.set()
 
     async def publish(self, event: UserSignedUp, correlation_id: str) -> None:
-        exchange = self._exchange
-        if exchange is None or not self.ready:
+        exchange, underlay = self._exchange, self._underlay
+        if exchange is None or underlay is None or not self.ready:
             raise PublishFailed(PublishFailure.BROKER_UNAVAILABLE)
-        message = aio_pika.Message(
-            body=event.to_json(),
+        # The properties as pamqp takes them, handed to aiormq's channel: what exchange.publish(aio_pika.Message(...))
+        # does, without building the Message and converting it (about 10 us of a signup's CPU). The channel was
+        # opened by aio-pika with publisher confirms and on_return_raises, so the outcomes below are the same.
+        properties = spec.Basic.Properties(
             content_type="application/json",
             content_encoding="utf-8",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=2,  # persistent
             message_id=event.event_id,
             correlation_id=correlation_id,
-            type=EVENT_TYPE,
+            message_type=EVENT_TYPE,
             app_id=self._app_id,
             timestamp=datetime.fromtimestamp(int(event.occurred_at.timestamp()), tz=event.occurred_at.tzinfo),
             headers={CORRELATION_ID_HEADER: correlation_id} if event.legacy_event_id is None
@@ -177,7 +184,8 @@ class EventPublisher:
         )
         started = time.perf_counter()
         try:
-            await exchange.publish(message, ROUTING_KEY, mandatory=True, timeout=self._publish_timeout)
+            await underlay.basic_publish(event.to_json(), exchange=EXCHANGE, routing_key=ROUTING_KEY,
+                                         properties=properties, mandatory=True, timeout=self._publish_timeout)
         except PublishError:
             raise PublishFailed(PublishFailure.UNROUTABLE) from None
         except DeliveryError:

@@ -1,0 +1,37 @@
+"""The API's error answers (a machine-readable body: error, message, field-level detail) and the check of
+client-supplied ids in headers. Shared by the signup route (signup_route.py) and the Starlette routes (app.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from .events import FieldError
+
+MAX_HEADER_TOKEN = 128
+
+
+def header_token(value: str | None, limit: int = MAX_HEADER_TOKEN) -> str | None:
+    """A client-supplied id, if it is printable ASCII without spaces and not too long."""
+    if value is None or not 0 < len(value) <= limit or not value.isascii() or not value.isprintable() or " " in value:
+        return None
+    return value
+
+
+class ProblemResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a rejection may echo what the client sent (an unknown field's
+    name), and that can hold a lone surrogate (`{"\\ud800": 1}` is valid JSON) that UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def problem(status: int, error: str, message: str, detail: list[FieldError] | None = None,
+            headers: Mapping[str, str] | None = None) -> JSONResponse:
+    body: dict = {"error": error, "message": message}
+    if detail is not None:
+        body["detail"] = [d.as_dict() for d in detail]
+    return ProblemResponse(body, status_code=status, headers=headers)
