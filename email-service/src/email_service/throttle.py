@@ -43,6 +43,7 @@ class SendGovernor:
         self.limit = ceiling
         self.rate: float | None = None  # mails per second; None = unpaced
         self.in_use = 0
+        self._waiting = 0  # callers of _acquire waiting for a slot
         self._clock = clock
         self._on_change = on_change
         self._changed = asyncio.Condition()
@@ -67,17 +68,24 @@ class SendGovernor:
 
     async def _release(self) -> None:
         self.in_use -= 1
-        async with self._changed:
-            self._changed.notify()
+        if self._waiting:  # nobody waits: no one to wake (the common case, and a lock round trip saved per mail)
+            async with self._changed:
+                self._changed.notify()
 
     async def _acquire(self, max_wait: float) -> float:
         started = self._clock()
-        async with self._changed:
+        if self.in_use < self.limit and not self._waiting:  # a free slot and no queue to jump: take it at once
+            self.in_use += 1
+        else:
+            self._waiting += 1
             try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.in_use < self.limit), max_wait)
+                async with self._changed:
+                    await asyncio.wait_for(self._changed.wait_for(lambda: self.in_use < self.limit), max_wait)
+                    self.in_use += 1
             except asyncio.TimeoutError:
                 raise Throttled(f"no SMTP slot within {max_wait:g}s (limit {self.limit})", None) from None
-            self.in_use += 1
+            finally:
+                self._waiting -= 1
         now = self._clock()
         self._started.append(now)
         while self._started[0] < now - RATE_WINDOW_SECONDS:
