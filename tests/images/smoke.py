@@ -59,6 +59,8 @@ def loopback_url(amqp_url: str) -> str:
 
 
 class ImageSmoke:
+    """One run: what it sets up goes on `stack` as it is made, so `run()` tears down exactly what exists."""
+
     def __init__(self, workdir: Path, images: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.images = images or {}  # component -> image reference other than the chart's (a broken variant)

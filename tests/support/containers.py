@@ -29,7 +29,8 @@ from pathlib import Path
 from .processes import ServiceProcess
 
 INIT = Path(__file__).resolve().with_name("container_init.py")
-_SIZE = re.compile(r"^(\d+)(Ki|Mi|Gi)?$")
+_SIZE = re.compile(r"^(\d+)(Ki|Mi|Gi|k|M|G)?$")
+_UNITS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "k": 10**3, "M": 10**6, "G": 10**9}
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,10 @@ class ContainerSpec:
 
 
 def tmpfs_size(quantity: str) -> str:
-    """A Kubernetes quantity (64Mi) as tmpfs's size option (64m)."""
+    """A Kubernetes quantity (64Mi, 100M, 1Gi) as tmpfs's size option, in bytes."""
     match = _SIZE.match(quantity)
-    assert match, f"unsupported size limit {quantity!r} (expected a number with Ki, Mi or Gi)"
-    return match.group(1) + {"Ki": "k", "Mi": "m", "Gi": "g", None: ""}[match.group(2)]
+    assert match, f"unsupported size limit {quantity!r} (expected a whole number with Ki, Mi, Gi, k, M or G)"
+    return str(int(match.group(1)) * _UNITS[match.group(2) or ""])
 
 
 @dataclass(frozen=True)
