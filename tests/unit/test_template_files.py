@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from email_service import template_files
 from email_service.events import UserSignedUp
 from email_service.template_files import TemplateError, builtin_folder, read_templates
 from email_service.templates import WelcomeEmail
@@ -50,6 +51,12 @@ def test_a_locale_missing_a_part_stops_start_up(folder):
     (folder / "welcome.zh-CN.txt").unlink()
     with pytest.raises(TemplateError, match="welcome.zh-CN.txt:0: missing"):
         read_templates(("en", "zh-CN"), str(folder))
+
+
+def test_a_package_installed_without_its_templates_stops_start_up(monkeypatch, tmp_path):
+    monkeypatch.setattr(template_files, "builtin_folder", lambda: tmp_path / "templates")
+    with pytest.raises(TemplateError, match=r"built-in templates:0: missing: the installed package has no .*templates"):
+        read_templates(("en", "zh-CN"))
 
 
 def test_an_added_locale_is_used_and_an_unknown_one_falls_back_counted(folder):

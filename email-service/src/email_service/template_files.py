@@ -133,6 +133,8 @@ def read_templates(locales: tuple[str, ...], directory: str | None = None) -> di
     label = directory.rstrip("/") if directory else "built-in templates"
     if directory and not Path(directory).is_dir():
         raise TemplateError(label, 0, "TEMPLATES_DIR is not a directory")
+    if not folder.is_dir():  # a package installed without its package data
+        raise TemplateError(label, 0, f"missing: the installed package has no {folder} (package data left out?)")
     present = {entry.name.split(".")[1] for entry in folder.iterdir()
                if entry.name.startswith("welcome.") and entry.name.count(".") >= 2}
     found = {}
