@@ -79,7 +79,7 @@ broker: ## make sure RabbitMQ answers at AMQP_URL (start the local one if it is 
 TEST_WORKERS ?= 2
 
 test: install system-deps broker lint-py ## ruff and mypy, then the whole suite in 2 workers: unit, contract, integration, reliability (small), observability, chart (what CI runs)
-	$(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
+	$(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 
 test-reliability: install system-deps broker ## the reliability suite in full: SIGKILLs, broker and SMTP failures, fuzzing, partition, cluster failover (~22 min measured on 2 busy cores)
 	RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability tests/cluster/test_signup_failover.py -q -s
