@@ -4,7 +4,8 @@
 #   deploy/images/build.sh            (make images-build; needs root, buildah and debootstrap:
 #                                      apt-get install buildah debootstrap)
 #
-# - buildah with vfs storage and chroot isolation: no daemon, no overlay mounts, no user namespaces.
+# - buildah with chroot isolation: no daemon, no user namespaces. Storage is buildah's default (overlay here:
+#   buildah 1.28 does not honour STORAGE_DRIVER=vfs, checked with `buildah info`).
 # - The base image is made locally with debootstrap (Debian bookworm minbase + python3.11 + venv),
 #   because no image registry is reachable here. The Dockerfiles take it through their
 #   PYTHON_IMAGE build argument; set PYTHON_IMAGE=python:3.11-slim-bookworm to use the official
@@ -30,12 +31,12 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 EXTRA_CA_DIR=${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
 REBUILD_BASE=${REBUILD_BASE:-0}
 
-export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
+export BUILDAH_ISOLATION=chroot
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
 
-[[ $(id -u) -eq 0 ]] || die "run as root (buildah with vfs storage and chroot isolation, debootstrap)"
+[[ $(id -u) -eq 0 ]] || die "run as root (buildah with chroot isolation, debootstrap)"
 command -v buildah >/dev/null || die "buildah is missing: apt-get install buildah"
 [[ -n $TAG ]] || die "could not read appVersion from helm/welcome-mail/Chart.yaml; set TAG"
 

@@ -27,7 +27,7 @@ from email_service.topology import WORK_QUEUE
 from tests.support.partition import PartitionedCluster
 from tests.support.probes import ProbeSet, ReadinessProbe
 from tests.support.report import FULL
-from tests.support.waits import eventually
+from tests.support.waits import WaitTimedOut, eventually
 
 from .harness import ReliabilityRun, ScenarioConfig
 from .invariant import check_invariant
@@ -119,12 +119,29 @@ async def partition_leader_node(run: ReliabilityRun, cluster: PartitionedCluster
         queues = await in_thread(cluster.quorum_queues, vhost)
         return bool(queues) and all(len(online) == len(cluster.names) for _, online in queues.values())
 
-    await eventually(answered(whole), timeout=REJOIN_WITHIN, interval=1.0,
-                     what=f"{log.node} rejoining and every quorum queue with all {len(cluster.names)} members online")
+    try:
+        await eventually(answered(whole), timeout=REJOIN_WITHIN, interval=1.0,
+                         what=f"{log.node} rejoining and every quorum queue with all {len(cluster.names)} members "
+                              "online")
+    except WaitTimedOut as exc:
+        raise WaitTimedOut(f"{exc}\n{await in_thread(rejoin_state, cluster, vhost, log.node)}") from None
     log.whole = time.monotonic()
     run.chaos.timings["cluster recovered"] = log.whole - log.healed
     placed = ", ".join(f"{name} {log.on_cut_node.count(name)}" for name in sorted(set(log.on_cut_node)))
     run.chaos.figures["on the cut node"] = placed or "no client"
+
+
+def rejoin_state(cluster: PartitionedCluster, vhost: str, node: str) -> str:
+    """What a failed rejoin leaves to look at: the running nodes and the quorum queues' online members as a node
+    of the majority sees them, and the end of the healed node's log."""
+    lines = []
+    for what, ask in (("running", lambda: cluster.running_nodes()), ("queues", lambda: cluster.quorum_queues(vhost))):
+        try:
+            lines.append(f"{what}: {ask()}")
+        except ClusterError as exc:
+            lines.append(f"{what}: no answer ({exc})")
+    tail = [line[:300] for line in cluster.log_of(node).splitlines()[-25:]]
+    return "\n".join([*lines, f"--- {node} log, last lines:", *tail])
 
 
 async def place_producer_on_the_leaders_node(run: ReliabilityRun, cluster: PartitionedCluster) -> str:
