@@ -16,6 +16,9 @@ from typing import TextIO
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+# Built once: json.dumps with any option but the defaults builds a new encoder for every call (a third of a line's
+# cost in the producer's profile).
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,7 +45,7 @@ class JsonFormatter(logging.Formatter):
                 line[key] = record.__dict__[key]
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return _encode(line)
 
 
 class BatchingStdoutHandler(logging.Handler):

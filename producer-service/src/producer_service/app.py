@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import logs, openapi
 from .config import Settings
+from .ids import random_hex
 from .metrics import ROUTES, ProducerMetrics
 from .problems import header_token, problem
 from .publisher import EventPublisher
@@ -51,7 +51,7 @@ class RequestContext:
             if key == _REQUEST_ID_KEY:
                 incoming = header_token(value.decode("latin-1"))
                 break
-        request_id = incoming or uuid.uuid4().hex
+        request_id = incoming or random_hex()
         scope.setdefault("state", {})["request_id"] = request_id
         token = logs.correlation_id.set(request_id)
         status = 500

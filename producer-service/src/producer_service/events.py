@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
+from .ids import random_uuid4
+
 EVENT_TYPE = "user.signed_up"
 SCHEMA_VERSION = 1
 LOCALES = ("en", "zh-CN")  # the default of LOCALES: which locales the signup accepts, the first one the default
@@ -186,7 +188,7 @@ def event_id_for(idempotency_key: str | None, secret: bytes | None = None) -> st
     """A random id without a key; with one, the HMAC-SHA256 of the key under the secret as a UUID (version 8,
     RFC 9562: custom), or the legacy id when no secret is configured."""
     if idempotency_key is None:
-        return str(uuid.uuid4())
+        return random_uuid4()
     if secret is None:
         return legacy_event_id_for(idempotency_key)
     digest = int.from_bytes(hmac.new(secret, idempotency_key.encode("ascii"), hashlib.sha256).digest()[:16], "big")

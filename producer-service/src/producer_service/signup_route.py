@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from . import logs
 from .config import Settings
 from .events import DuplicateKey, FieldError, InvalidSignup, UserSignedUp, parse_signup, refuse_duplicate_keys
+from .ids import random_hex
 from .metrics import STATUS_CLASSES, ProducerMetrics, SignupOutcome
 from .problems import header_token, problem
 from .publisher import EventPublisher, PublishFailed
@@ -76,7 +76,7 @@ class SignupRoute:
         for key, value in scope["headers"]:
             headers.setdefault(key, value)  # the first of a repeated header, as Starlette's Headers.get
         request_id = header_token(headers[_REQUEST_ID].decode("latin-1")) if _REQUEST_ID in headers else None
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or random_hex()
         token = logs.correlation_id.set(request_id)
         status = 500
         try:
