@@ -40,6 +40,12 @@ def paired_ratio(numerator: Mapping[int, float], denominator: Mapping[int, float
     return round(statistics.median(numerator[r] / denominator[r] for r in rounds), 3)
 
 
+def round_ratios(numerator: Mapping[int, float], denominator: Mapping[int, float]) -> list[float]:
+    """numerator[r] / denominator[r] for every round both sides have, in round order: the spread behind
+    `paired_ratio`."""
+    return [round(numerator[r] / denominator[r], 3) for r in sorted(numerator.keys() & denominator.keys())]
+
+
 def percentile(values: list[float], q: float) -> float | None:
     """The q-quantile (0..1) of the values, linearly interpolated between the closest ranks; None if empty."""
     if not values:

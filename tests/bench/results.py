@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-from .ratios import median, paired_ratio, per_round
+from .ratios import median, paired_ratio, per_round, round_ratios
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,11 @@ class ConsumerResult:
         return paired_ratio(per_round(self.drains, "mails_per_s", contender=a, processes=processes),
                             per_round(self.drains, "mails_per_s", contender=b, processes=processes))
 
+    def ratios(self, a: str, b: str, processes: int) -> list[float]:
+        """a's mails/s over b's in every round (the spread of `ratio`)."""
+        return round_ratios(per_round(self.drains, "mails_per_s", contender=a, processes=processes),
+                            per_round(self.drains, "mails_per_s", contender=b, processes=processes))
+
 
 # ------------------------------------------------------------------------------------------- 2. producer
 
@@ -118,6 +123,10 @@ class ProducerResult:
 
     def ratio(self, a: str, b: str, value: str) -> float:
         return paired_ratio(per_round(self.runs, value, contender=a), per_round(self.runs, value, contender=b))
+
+    def ratios(self, a: str, b: str, value: str) -> list[float]:
+        """The same ratio in every round (its spread)."""
+        return round_ratios(per_round(self.runs, value, contender=a), per_round(self.runs, value, contender=b))
 
 
 # ------------------------------------------------------------------------------------------- 3. end to end
@@ -312,9 +321,8 @@ class RttResult:
 
     def ratios(self, a: str, b: str, rtt_ms: float) -> list[float]:
         """The same ratio of every round (its spread)."""
-        num = per_round(self.runs, "per_connection", contender=a, rtt_ms=rtt_ms)
-        den = per_round(self.runs, "per_connection", contender=b, rtt_ms=rtt_ms)
-        return [round(num[r] / den[r], 3) for r in sorted(num.keys() & den.keys())]
+        return round_ratios(per_round(self.runs, "per_connection", contender=a, rtt_ms=rtt_ms),
+                            per_round(self.runs, "per_connection", contender=b, rtt_ms=rtt_ms))
 
 
 # ------------------------------------------------------------------------------------------- the run

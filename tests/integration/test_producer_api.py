@@ -279,3 +279,21 @@ async def test_bad_configuration_names_the_variable():
     result = subprocess.run([str(binary)], env={"AMQP_URL": "http://user:hunter2@host/", "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "AMQP_URL" in result.stderr and "hunter2" not in result.stderr
+
+
+async def test_a_failure_nobody_expected_answers_500_and_is_no_signup_outcome(producer_factory, monkeypatch):
+    async with producer_factory() as producer:
+        await producer.wait_ready()
+
+        async def broken(event, correlation_id):
+            raise RuntimeError("a bug in the publisher")
+
+        monkeypatch.setattr(producer.publisher, "publish", broken)
+        response = await producer.signup("ada@example.com", headers={"X-Request-ID": "req-500"})
+        assert response.status_code == 500 and response.text == "Internal Server Error"
+        assert response.headers[REQUEST_ID_HEADER] == "req-500"
+        metrics = (await producer.client.get("/metrics")).text
+    assert 'producer_http_request_duration_seconds_count{method="POST",route="/v1/signups",status_class="5xx"} 1.0' \
+        in metrics
+    for outcome in ("accepted", "invalid", "unavailable"):
+        assert f'producer_signups_total{{outcome="{outcome}"}} 0.0' in metrics

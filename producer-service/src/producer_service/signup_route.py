@@ -10,7 +10,9 @@ Invariants:
   body size, UTF-8, JSON, Idempotency-Key and fields, then the publish), the same status codes, bodies and headers;
 - a 202 is sent only after the broker confirmed the event; its headers are built from constants and the event id
   and request id, both ASCII by construction;
-- every request that reaches here is counted once by outcome and timed once, whatever it ends with.
+- every request that reaches here is timed once, whatever it ends with; it is counted once by outcome when it got
+  an answer that is one (202 accepted, 4xx invalid, 503 unavailable): a 500 (a bug) or a client gone before its
+  body was read (timed as 4xx) is not a signup outcome.
 """
 
 from __future__ import annotations
@@ -89,10 +91,13 @@ class SignupRoute:
                                         headers={REQUEST_ID_HEADER: request_id})(scope, receive, send)
             raise
         finally:
-            outcome = (SignupOutcome.ACCEPTED if status == 202 else
-                       SignupOutcome.UNAVAILABLE if status == 503 else SignupOutcome.INVALID)
-            self._signups[outcome].inc()
-            self._durations[f"{min(status, 599) // 100}xx"].observe(time.perf_counter() - started)
+            if status == 202:
+                self._signups[SignupOutcome.ACCEPTED].inc()
+            elif status == 503:
+                self._signups[SignupOutcome.UNAVAILABLE].inc()
+            elif 400 <= status < 499:
+                self._signups[SignupOutcome.INVALID].inc()
+            self._durations[f"{status // 100}xx"].observe(time.perf_counter() - started)
             logs.correlation_id.reset(token)
 
     async def _answer(self, send: Send, response: Response, request_id: str) -> int:
