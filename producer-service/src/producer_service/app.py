@@ -19,17 +19,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import logs, openapi
 from .config import Settings
-from .ids import random_hex
 from .metrics import ROUTES, ProducerMetrics
-from .problems import header_token, problem
+from .problems import REQUEST_ID_HEADER, problem, request_id_of
 from .publisher import EventPublisher
 from .signup_route import PATH as SIGNUPS
-from .signup_route import REQUEST_ID_HEADER, SignupRoute
+from .signup_route import SignupRoute
 from .status import DeliveryStatus, StatusRoute
 
 __all__ = ["REQUEST_ID_HEADER", "ProducerApp", "create_app"]
 
-# The correlation id header, read by RequestContext here and by SignupRoute, which serves POST /v1/signups itself.
+# The correlation id header, read by RequestContext here (SignupRoute, serving POST /v1/signups itself, reads it too).
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.encode("ascii")
 
 
@@ -46,12 +45,8 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        incoming = None
-        for key, value in scope["headers"]:
-            if key == _REQUEST_ID_KEY:
-                incoming = header_token(value.decode("latin-1"))
-                break
-        request_id = incoming or random_hex()
+        raw = next((value for key, value in scope["headers"] if key == _REQUEST_ID_KEY), None)
+        request_id = request_id_of(raw)
         scope.setdefault("state", {})["request_id"] = request_id
         token = logs.correlation_id.set(request_id)
         status = 500

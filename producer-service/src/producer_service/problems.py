@@ -1,5 +1,6 @@
-"""The API's error answers (a machine-readable body: error, message, field-level detail) and the check of
-client-supplied ids in headers. Shared by the signup route (signup_route.py) and the Starlette routes (app.py)."""
+"""The API's error answers (a machine-readable body: error, message, field-level detail), the check of
+client-supplied ids in headers and the request id taken from one. Shared by the signup route (signup_route.py) and
+the Starlette routes (app.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from .events import FieldError
+from .ids import random_hex
 
 MAX_HEADER_TOKEN = 128
+REQUEST_ID_HEADER = "x-request-id"  # read from the request (when well-formed) and set on every response
 
 
 def header_token(value: str | None, limit: int = MAX_HEADER_TOKEN) -> str | None:
@@ -19,6 +22,12 @@ def header_token(value: str | None, limit: int = MAX_HEADER_TOKEN) -> str | None
     if value is None or not 0 < len(value) <= limit or not value.isascii() or not value.isprintable() or " " in value:
         return None
     return value
+
+
+def request_id_of(raw: bytes | None) -> str:
+    """The request's correlation id: the client's x-request-id when it is a well-formed token, else a new one."""
+    incoming = header_token(raw.decode("latin-1")) if raw is not None else None
+    return incoming or random_hex()
 
 
 class ProblemResponse(JSONResponse):

@@ -30,16 +30,14 @@ from starlette.types import Receive, Scope, Send
 from . import logs
 from .config import Settings
 from .events import DuplicateKey, FieldError, InvalidSignup, UserSignedUp, parse_signup, refuse_duplicate_keys
-from .ids import random_hex
 from .metrics import STATUS_CLASSES, ProducerMetrics, SignupOutcome
-from .problems import header_token, problem
+from .problems import REQUEST_ID_HEADER, header_token, problem, request_id_of
 from .publisher import EventPublisher, PublishFailed
 from .status import DeliveryStatus
 
 log = logging.getLogger("producer_service.api")
 
 PATH = "/v1/signups"
-REQUEST_ID_HEADER = "x-request-id"  # read from the request (when well-formed) and set on every response
 _REQUEST_ID = REQUEST_ID_HEADER.encode("ascii")
 _CONTENT_TYPE, _CONTENT_LENGTH, _IDEMPOTENCY_KEY = b"content-type", b"content-length", b"idempotency-key"
 _JSON = (b"content-type", b"application/json")
@@ -77,14 +75,13 @@ class SignupRoute:
         headers: dict[bytes, bytes] = {}
         for key, value in scope["headers"]:
             headers.setdefault(key, value)  # the first of a repeated header, as Starlette's Headers.get
-        request_id = header_token(headers[_REQUEST_ID].decode("latin-1")) if _REQUEST_ID in headers else None
-        request_id = request_id or random_hex()
+        request_id = request_id_of(headers.get(_REQUEST_ID))
         token = logs.correlation_id.set(request_id)
         status = 500
         try:
             status = await self._handle(headers, receive, send, request_id)
         except _Disconnected:
-            status = 499  # counted as a refusal: nothing was published
+            status = 499  # timed as a 4xx, not a signup outcome: nothing was published, nobody is answered
         except Exception:
             with contextlib.suppress(Exception):  # unless the failure was the client's connection itself
                 await PlainTextResponse("Internal Server Error", status_code=500,
